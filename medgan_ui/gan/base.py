@@ -83,3 +83,13 @@ class GANModel(Protocol):
         """Anything beyond nets/optimisers that resume must restore (augmentation p, phase, alpha)."""
 
     def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
+
+# Optional hooks the engine (medgan_ui/gan/engine.py) calls when a model defines them:
+#   bind_data(ds: ImageSet) -> None   once, before step 1, with the training part (label frequencies,
+#                                     per-class sample lists); it must not keep a copy of the images.
+#   update_ema(step: int) -> None     right after each train_step; train_step itself leaves EMA alone.
+#   stage: int | str                  attribute written to metrics.jsonl (GDGAN 1/2, PGGAN resolution).
+# Randomness: use the global torch RNG (or generators saved in extra_state) so resume is exact;
+# extra_state must hold only tensors, numbers, strings, lists and dicts (checkpoints load with
+# torch.load(weights_only=True)).
