@@ -1,0 +1,227 @@
+"""DICOM folder (pydicom): radiographs exported from a PACS.
+
+General labels from tags: sex (PatientSex F/M), view (ViewPosition AP/PA), optional age band
+(PatientAge). Findings come from a labels CSV keyed by file name or SOPInstanceUID
+(ReadOptions.labels_csv), or - without a CSV - from the sub-folder names when every file sits
+exactly one folder below the root (ROOT/<finding>/x.dcm; "normal"-like names mean none).
+Deeper trees (PATIENT/STUDY/SERIES) carry no labels in their folder names, so they get none.
+
+Pixels: rescale slope/intercept, then the VOI window (ReadOptions.window, else the file's first
+WindowCenter/WindowWidth, else min/max of the pixel data), MONOCHROME1 inverted, mapped to 8 bit.
+Multi-frame files are skipped with a reason rather than silently reduced to one frame: a stack
+(CT, cine, tomosynthesis) is not a radiograph, and picking a frame is the user's decision.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.data.preprocess import prepare_array
+from medgan_ui.data.readers import csv_folder, folders
+from medgan_ui.data.readers.base import ReadOptions, Report
+from medgan_ui.errors import UserError
+
+NAME = "dicom"
+
+DICOM_EXTS = {".dcm", ".dicom", ".dic"}
+KEY_COLUMNS = ("file", "filename", "file_name", "image", "image index", "path", "sopinstanceuid", "sop_instance_uid")
+FINDING_COLUMNS = ("Finding Labels", "findings", "finding", "labels", "label")
+
+
+def has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def detect(path: Path) -> bool:
+    """Files named *.dcm, or (for extension-less PACS exports) a DICM header in the first few files."""
+    if path.is_file():
+        return path.suffix.lower() in DICOM_EXTS or has_dicm_magic(path)
+    if not path.is_dir():
+        return False
+    probed = 0
+    for file in folders.walk_files(path):
+        if file.suffix.lower() in DICOM_EXTS:
+            return True
+        if not file.suffix and probed < 20:
+            probed += 1
+            if has_dicm_magic(file):
+                return True
+    return False
+
+
+def read(path: Path, opts: ReadOptions) -> ImageSet:
+    import pydicom  # imported here so the other readers work without it
+
+    root = Path(path).resolve()
+    files = [root] if root.is_file() else folders.walk_files(root)
+    base = root.parent if root.is_file() else root
+    report = opts.report
+    labels = _LabelTable(base, opts) if opts.labels_csv else None
+    by_folder = labels is None and bool(files) and all(len(f.relative_to(base).parts) == 2 for f in files)
+    if labels is None:
+        report.notes.append(
+            "findings from sub-folder names" if by_folder else "no labels CSV and no class sub-folders: no findings"
+        )
+    images, sets, pids, sources = [], [], [], []
+    general: dict[str, list[str | None]] = {"sex": [], "view": []}
+    if opts.age_bands:
+        general["age_band"] = []
+    for file in files:
+        if labels is not None and file == labels.path:
+            continue
+        if file.suffix.lower() in folders.COMPANION_EXTS:
+            continue
+        ds = _read_header(pydicom, file, report)
+        if ds is None:
+            continue
+        if labels is not None:
+            finding_set = labels.lookup(file, str(ds.get("SOPInstanceUID", "")))
+            if finding_set is None:
+                report.skip(file, f"no row for {file.name} (or its SOPInstanceUID) in {labels.path.name}")
+                continue
+        elif by_folder:
+            folder = file.relative_to(base).parts[0]
+            finding_set = set() if folder.strip().lower() in folders.NORMAL_NAMES else {folder}
+        else:
+            finding_set = set()
+        arr = _pixels(ds, file, opts)
+        if arr is None:
+            continue
+        images.append(arr)
+        sets.append(finding_set)
+        pids.append(str(ds.get("PatientID", "") or "").strip() or file.stem)
+        sources.append(str(file))
+        general["sex"].append(str(ds.get("PatientSex", "") or "").strip().upper() or None)
+        general["view"].append(str(ds.get("ViewPosition", "") or "").strip().upper() or None)
+        if opts.age_bands:
+            general["age_band"].append(csv_folder.age_band(str(ds.get("PatientAge", "") or "")))
+    if labels is not None:
+        labels.report_unused(report)
+    if not images:
+        raise folders.empty_error(base, report, "DICOM images")
+    known = {"sex": ["F", "M"], "view": ["AP", "PA"], "age_band": csv_folder.AGE_BANDS}
+    return csv_folder.make_imageset(images, general, sets, pids, sources, report, known=known)
+
+
+def _read_header(pydicom: Any, file: Path, report: Report) -> Any | None:
+    if file.stat().st_size == 0:
+        report.skip(file, "empty file (0 bytes)")
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about odd but readable tags
+            ds = pydicom.dcmread(file)
+    except pydicom.errors.InvalidDicomError:
+        report.skip(file, "not a DICOM file (no DICM header)")
+        return None
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a per-file skip, not a crash
+        report.skip(file, f"cannot parse DICOM: {type(exc).__name__}: {exc}")
+        return None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = getattr(ds.get("SOPClassUID"), "name", None) or "unknown SOP class"
+        report.skip(file, f"DICOM file has no pixel data ({sop})")
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        report.skip(file, f"multi-frame DICOM ({frames} frames): only single-frame images are read; "
+                          "export the frame you want as its own file")
+        return None
+    return ds
+
+
+def _pixels(ds: Any, file: Path, opts: ReadOptions) -> np.ndarray | None:
+    """Stored values -> modality values -> VOI window -> display [0, 1] -> uint8 square."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing decoder plugins raise several types
+        if syntax is not None and syntax.is_compressed:
+            opts.report.skip(file, f"compressed pixel data ({syntax.name}) cannot be decoded here: "
+                                   f"install a decoder (e.g. pylibjpeg, python-gdcm) or export uncompressed")
+        else:
+            opts.report.skip(file, f"pixel data cannot be decoded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return None
+    arr = np.asarray(raw, dtype=np.float64)
+    if arr.ndim == 3:  # colour (already RGB after pydicom's YBR conversion)
+        arr = arr.mean(axis=-1)
+    if arr.ndim != 2 or arr.size == 0:
+        opts.report.skip(file, f"unexpected pixel array shape {tuple(arr.shape)}")
+        return None
+    arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    window = opts.window or _file_window(ds)
+    if window is not None:
+        center, width = window
+        arr = np.clip((arr - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5, 0.0, 1.0)
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        arr = 1.0 - arr  # MONOCHROME1: low values are white
+    return prepare_array(arr.astype(np.float32), opts.size, opts.fit)
+
+
+def _first(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _file_window(ds: Any) -> tuple[float, float] | None:
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center is None or width is None or width <= 0:
+        return None
+    return center, width
+
+
+class _LabelTable:
+    """Findings per file name or SOPInstanceUID from a CSV."""
+
+    def __init__(self, root: Path, opts: ReadOptions) -> None:
+        self.path = csv_folder.resolve_csv(root, opts.labels_csv or "")
+        header, rows = csv_folder.read_csv(self.path)
+        key = opts.image_column or next((c for c in header if c.strip().lower() in KEY_COLUMNS), None)
+        if key is None:
+            key = csv_folder.guess_image_column(self.path, header, rows)
+        finding_col = opts.finding_column or (None if opts.finding_columns else
+                                              next((c for c in FINDING_COLUMNS if c in header), None))
+        if finding_col is None and not opts.finding_columns:
+            raise UserError(f"labels CSV {self.path.name} has no findings column: name it with --finding-column "
+                            f"or --finding-columns (columns: {', '.join(header)})")
+        csv_folder.require_columns(self.path, header, [key, finding_col, *opts.finding_columns])
+        self.rows: dict[str, set[str]] = {}
+        self.used: set[str] = set()
+        for row in rows:
+            k = row.get(key, "")
+            if not k or k in self.rows:
+                continue
+            if opts.finding_columns:
+                self.rows[k] = {c for c in opts.finding_columns if csv_folder.parse_flag(row.get(c, "")) == 1}
+            else:
+                parts = (p.strip() for p in row.get(finding_col or "", "").split(opts.finding_separator))
+                self.rows[k] = {p for p in parts if p and p.lower() != opts.no_finding_value.lower()}
+
+    def lookup(self, file: Path, uid: str) -> set[str] | None:
+        for k in (file.name, uid, file.stem):
+            if k and k in self.rows:
+                self.used.add(k)
+                return self.rows[k]
+        return None
+
+    def report_unused(self, report: Report) -> None:
+        for k in self.rows:
+            if k not in self.used:
+                report.missing(k)
