@@ -48,7 +48,9 @@ def detect(path: Path) -> bool:
     if not path.is_dir():
         return False
     probed = 0
-    for file in folders.walk_files(path):
+    for i, file in enumerate(folders.walk_files(path)):
+        if i >= 5000:  # detection must stay cheap on huge trees
+            break
         if file.suffix.lower() in DICOM_EXTS:
             return True
         if not file.suffix and probed < 20:
