@@ -2,9 +2,10 @@
 
 Why threads and not processes: a job shares the already-loaded ImageSet and the torch runtime with
 the app, and stop is cooperative (the job polls `should_stop()` once per step), so nothing needs to
-be killed. The state of every job is persisted in the workspace (jobs.json, plus runs/<id>/status.json
+be killed. The state of every job is persisted in the workspace (jobs.json, plus runs/<id>/job.json
 for training runs), so a browser reload only re-reads it, and an app restart shows a job that was
-running when the process died as "interrupted" (resumable from its last checkpoint).
+running when the process died as "interrupted" (resumable from its last checkpoint). The engine
+keeps its own runs/<id>/status.json; the job's view of a run goes to runs/<id>/job.json beside it.
 
 A job is `fn(on_progress, should_stop) -> dict`. `on_progress(event: dict)` merges the event into
 the job's live progress (step, losses, img/s, ETA, sample path); the UI polls `get()` with a timer.
@@ -185,9 +186,17 @@ class JobManager:
             self._write_log(job, traceback.format_exc())
             self._end(job, "failed", error=f"{type(exc).__name__}: {exc}")
         else:
+            # the engine returns {"status": finished|stopped|failed, "message": ...} rather than raising
             shutdown = job.result.pop("_shutdown", False)
-            status = "interrupted" if shutdown else ("stopped" if stop.is_set() or result.get("stopped") else "done")
-            self._end(job, status, result=result)
+            said = str(result.get("status", ""))
+            if shutdown:
+                status = "interrupted"
+            elif said in ("failed", "stopped", "interrupted"):
+                status = said
+            else:
+                status = "stopped" if stop.is_set() or result.get("stopped") else "done"
+            error = str(result.get("message") or "job failed") if status == "failed" else None
+            self._end(job, status, result=result, error=error)
 
     def _end(self, job: JobRecord, status: str, *, error: str | None = None, result: dict | None = None) -> None:
         with self._lock:
@@ -221,7 +230,7 @@ class JobManager:
         try:
             atomic_write_json(self.path, {"jobs": [_public(j) for j in records]})
             if job.run_id:
-                atomic_write_json(self.ws.run_dir(job.run_id) / "status.json", _public(job))
+                atomic_write_json(self.ws.run_dir(job.run_id) / "job.json", _public(job))
         except OSError as exc:  # a full disk must not kill the job itself
             log.warning("could not persist job state: %s", exc)
 
@@ -272,3 +281,128 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+# ---- runs in the workspace ------------------------------------------------------------------
+def last_jsonl(path: Path, tail_bytes: int = 8192) -> dict[str, Any] | None:
+    """Last complete JSON line of a (possibly growing) JSONL file, reading only its tail."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - tail_bytes))
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:  # a line being written right now, or a cut first line
+            continue
+    return None
+
+
+def run_status(ws: Workspace, manager: JobManager | None, run_id: str) -> dict[str, Any]:
+    """{status, step, total, message, job_id} of one run.
+
+    A live job of this app (queued/running/stopping) wins; then the engine's status.json (it knows
+    finished/stopped/failed, and says interrupted when the process that wrote "running" is gone);
+    then job.json (e.g. a job cancelled or failed before the engine started); else "not started".
+    """
+    from medgan_ui.gan.engine import run_status as engine_status
+
+    folder = ws.run_dir(run_id)
+    live = manager.job_for_run(run_id) if manager is not None else None
+    job = live
+    if job is None:
+        try:
+            job = read_json(folder / "job.json")
+        except (OSError, ValueError):
+            job = None
+    eng = engine_status(folder)
+    out: dict[str, Any] = {"status": "not started", "step": 0, "total": int(eng.get("total", 0) or 0),
+                           "message": "", "job_id": job.get("id") if job else None}
+    if eng:
+        out.update(step=int(eng.get("step", 0) or 0), message=eng.get("message") or "")
+    if job is not None and (job["status"] in ACTIVE or not eng or eng.get("status") == "created"):
+        out["status"] = job["status"]
+        if job["status"] in ACTIVE and live is None:
+            out["status"] = "interrupted"  # written by an app process that is gone
+        prog = job.get("progress", {})
+        out["step"] = int(prog.get("step", out["step"]) or 0)
+        out["total"] = int(prog.get("total", out["total"]) or 0)
+        out["message"] = job.get("error") or out["message"]
+    elif eng and eng.get("status") != "created":
+        out["status"] = eng["status"]
+        if job is not None and job.get("status") == "failed" and job.get("error"):
+            out["message"] = job["error"]
+    return out
+
+
+# ---- training jobs ---------------------------------------------------------------------------
+def start_training(manager: JobManager, ws: Workspace, dataset: Any, train_cfg: Any, model_cfg: Any) -> tuple[str, str]:
+    """Validate, create runs/<id>/ and queue its training. Returns (run_id, job_id).
+
+    Bad settings raise UserError here, before a folder or a job exists (no half-started job).
+    """
+    from medgan_ui.gan.engine import create_run, train
+
+    run_id = create_run(ws, dataset, train_cfg, model_cfg)
+    run_dir = ws.run_dir(run_id)
+
+    def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
+        return train(dataset, train_cfg, model_cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+
+    return run_id, manager.submit("train", f"{train_cfg.model} run {run_id}", fn, run_id=run_id)
+
+
+def resume_training(manager: JobManager, ws: Workspace, run_id: str, dataset: Any = None,
+                    steps: int | None = None) -> str:
+    """Queue the continuation of a stopped/interrupted run from its latest checkpoint. Returns the job id.
+
+    `dataset` is used when it is the run's data (same fingerprint); otherwise the engine reloads the
+    data from the source recorded in config.json (a cache hit after the first load).
+    """
+    from medgan_ui.gan import checkpoint as ckpt
+    from medgan_ui.gan.engine import resume_run
+
+    folder = ws.run_dir(run_id)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"run {run_id!r} not found in {ws.runs}")
+    st = run_status(ws, manager, run_id)
+    if st["status"] in ACTIVE:
+        raise UserError(f"run {run_id} is already {st['status']}; nothing to resume")
+    ckpt.resolve(folder / "checkpoints")  # no checkpoint yet -> a clear message now, not a failed job
+    total = int(read_json(folder / "config.json").get("train", {}).get("steps", 0))
+    if steps is not None and steps <= total:
+        steps = None
+    if st["step"] >= total and steps is None:
+        raise UserError(f"run {run_id} already reached all {total} steps; set Steps above {total} to train it longer")
+    want = read_json(folder / "config.json").get("dataset", {}).get("fingerprint")
+    data = dataset if dataset is not None and want and getattr(dataset, "fingerprint", None) == want else None
+
+    def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
+        return resume_run(ws, run_id, dataset=data, steps=steps, on_progress=on_progress, should_stop=should_stop)
+
+    return manager.submit("train", f"resume {run_id}", fn, run_id=run_id)
+
+
+def run_summaries(ws: Workspace, manager: JobManager | None = None) -> list[dict[str, Any]]:
+    """One row per runs/<id>: model, preset, status, step; newest first. Reads small files only."""
+    rows = []
+    for folder in reversed(ws.list_runs()):
+        try:
+            cfg = read_json(folder / "config.json")
+        except (OSError, ValueError):
+            cfg = {}
+        train_cfg = cfg.get("train", {})
+        st = run_status(ws, manager, folder.name)
+        if st["status"] in ("queued", "not started") or not st["step"]:
+            last = last_jsonl(folder / "metrics.jsonl") or {}
+            st["step"] = int(last.get("step", st["step"]) or 0)
+        rows.append({"run_id": folder.name, "model": cfg.get("kind", "?"), "preset": train_cfg.get("preset", ""),
+                     "status": st["status"], "step": st["step"], "steps": int(train_cfg.get("steps", st["total"]) or 0),
+                     "message": st["message"], "job_id": st["job_id"]})
+    return rows
