@@ -1,0 +1,181 @@
+"""One entry point for every dataset: read (or fetch from the workspace cache), split, describe.
+
+The cache key is a fingerprint of the source files' names, sizes and modification times (stat only,
+no content hashing, so a cache hit costs a directory walk), the read options, the reader and the
+split settings. A hit loads one compressed .npz; a miss reads, splits and writes the cache.
+Cache folder: <workspace>/datasets/<slug>-<fp[:10]>/ with cache.npz and dataset.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from medgan_ui.data.imageset import CACHE_VERSION, ImageSet
+from medgan_ui.data.readers import detect_format, get_reader
+from medgan_ui.data.readers.base import ReadOptions, Report
+from medgan_ui.errors import UserError
+from medgan_ui.workspace import Workspace, atomic_write_json, now_iso
+
+# bump when a reader's output changes for the same files, so old caches are not reused
+LOADER_VERSION = 1
+DEMO_N = 2000
+DEMO_SEED = 0
+
+
+def load_dataset(
+    source: str | Path,
+    format: str | None = None,
+    options: ReadOptions | None = None,
+    workspace: Workspace | None = None,
+    *,
+    stratify: str | None = "auto",
+    split_seed: int = 0,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    use_cache: bool = True,
+) -> ImageSet:
+    """Load a dataset folder/file (or "demo"), using the workspace cache when it is current.
+
+    stratify: finding name to stratify the patient-level split on, "auto" (the rarest finding
+    with at least one positive image) or None. Sets that carry their own split (MedMNIST) keep it.
+    """
+    opts = dataclasses.replace(options or ReadOptions(), report=Report())  # fresh report per load
+    fractions = tuple(float(f) for f in fractions)
+    is_demo = str(source) == "demo"
+    if is_demo:
+        fmt, root = "demo", None
+    else:
+        root = Path(source).expanduser().resolve()
+        fmt = format or ("csv" if (opts.csv or opts.image_column) else detect_format(root))
+        get_reader(fmt)  # unknown names fail here with the list of formats
+    ws = workspace or Workspace()
+    split_params = {"stratify": stratify, "seed": split_seed, "fractions": list(fractions)}
+    fp = fingerprint(root, fmt, opts, split_params, exclude=ws.root)
+    name = "demo" if root is None else root.stem if root.is_file() else root.name
+    cache_dir = ws.dataset_dir(f"{_slug(name)}-{fp[:10]}")
+    cache_file = cache_dir / "cache.npz"
+    if use_cache and cache_file.is_file():
+        try:
+            ds = ImageSet.load(cache_file)
+        except (OSError, ValueError, KeyError):  # damaged or old cache: rebuild it below
+            ds = None
+        if ds is not None and ds.meta.get("fingerprint") == fp:
+            ds.meta["loaded_from_cache"] = True
+            return ds
+    ds = _read(root, fmt, opts)
+    ds = _split(ds, stratify, fractions, split_seed)
+    ds.meta.update(
+        name=name,
+        format=fmt,
+        source_root=str(root) if root else "demo",
+        fingerprint=fp,
+        options=opts.cache_key(),
+        report=opts.report.to_dict(),
+        split_params=split_params,
+        loaded_from_cache=False,
+    )
+    if use_cache:
+        ds.save(cache_file)
+        atomic_write_json(cache_dir / "dataset.json", _describe(ds))
+    return ds
+
+
+def _read(root: Path | None, fmt: str, opts: ReadOptions) -> ImageSet:
+    if root is None:
+        from medgan_ui.data.phantom import demo_imageset  # built-in phantom (own module, heavier)
+
+        return demo_imageset(n=DEMO_N, size=opts.size, seed=DEMO_SEED)
+    return get_reader(fmt).read(root, opts)
+
+
+def _split(ds: ImageSet, stratify: str | None, fractions: tuple[float, ...], seed: int) -> ImageSet:
+    if ds.split is not None:  # e.g. MedMNIST's official split, or the phantom's own
+        return ds
+    from medgan_ui.data.split import assign_split
+
+    if stratify == "auto":
+        stratify = rarest_finding(ds)
+    elif stratify is not None and stratify not in ds.findings:
+        raise UserError(f"cannot stratify on {stratify!r}: the dataset's findings are {ds.findings or 'none'}")
+    return assign_split(ds, stratify, fractions, seed)
+
+
+def rarest_finding(ds: ImageSet) -> str | None:
+    """The finding with the fewest (but at least one) positive images; None without findings."""
+    counts = ds.detailed.numpy().sum(axis=0)
+    present = [(int(c), f) for f, c in zip(ds.findings, counts) if c > 0]
+    return min(present)[1] if present else None
+
+
+# ---- fingerprint ---------------------------------------------------------------------------------
+def source_files(root: Path, opts: ReadOptions, exclude: Path | None = None) -> list[Path]:
+    """Every file a reader could read for this source (a superset is fine: it only costs stat calls)."""
+    files: list[Path] = []
+    if root.is_file():
+        files.append(root)
+    else:
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            # the workspace may live inside the data folder; its own cache must not change the key
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d) != exclude)
+            files += [here / f for f in sorted(filenames) if not f.startswith(".")]
+    for extra in (opts.csv, opts.labels_csv):
+        if extra:
+            p = Path(extra).expanduser()
+            p = p if p.is_absolute() else (root if root.is_dir() else root.parent) / p
+            if p.is_file() and p not in files:
+                files.append(p)
+    return files
+
+
+def fingerprint(root: Path | None, fmt: str, opts: ReadOptions, split_params: dict[str, Any],
+                exclude: Path | None = None) -> str:
+    h = hashlib.sha256()
+    key = {"format": fmt, "options": opts.cache_key(), "split": split_params,
+           "cache_version": CACHE_VERSION, "loader_version": LOADER_VERSION}
+    if root is None:
+        # demo: its "source" is the phantom code itself
+        from medgan_ui.data import phantom
+
+        key["demo"] = {"n": DEMO_N, "seed": DEMO_SEED,
+                       "code": hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()}
+    h.update(json.dumps(key, sort_keys=True, default=str).encode())
+    if root is not None:
+        base = root if root.is_dir() else root.parent
+        for f in source_files(root, opts, exclude):
+            st = f.stat()
+            try:
+                rel = f.relative_to(base).as_posix()
+            except ValueError:
+                rel = str(f)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "dataset"
+
+
+def _describe(ds: ImageSet) -> dict[str, Any]:
+    """dataset.json: what a person (or the UI's dataset list) needs without opening the cache."""
+    return {
+        "written_at": now_iso(),
+        "name": ds.meta["name"],
+        "source": ds.meta["source_root"],
+        "format": ds.meta["format"],
+        "fingerprint": ds.meta["fingerprint"],
+        "options": ds.meta["options"],
+        "size": ds.size,
+        "label_schema": {"general_names": ds.general_names, "general_values": ds.general_values,
+                         "findings": ds.findings, "mask_names": ds.mask_names},
+        "counts": ds.counts(),
+        "split": {"params": ds.meta.get("split_params"),
+                  "sizes": None if ds.split is None else np.bincount(ds.split, minlength=3).tolist()},
+        "report": ds.meta["report"],
+    }
