@@ -71,7 +71,10 @@ class GANModel(Protocol):
     optimizers: dict[str, torch.optim.Optimizer]
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        """One optimisation step (critic + generator); returns 0-d loss tensors (no .item())."""
+        """One optimisation step (critic + generator); returns 0-d loss tensors (no .item()).
+
+        `step` is the 0-based index of this step (= steps completed before it); the engine's step
+        counter, metrics and checkpoint names count completed steps (1-based)."""
 
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True) -> dict[str, torch.Tensor]:
         """{'images': [n,1,H,W] in [-1,1]} plus, for GDGAN, {'stage1': ...}."""

@@ -176,9 +176,9 @@ class Trainer:
                 step = self.step + 1
                 batch = self.feed.next()
                 with autocast(self.device, self.amp):
-                    losses = self.model.train_step(batch, step)
+                    losses = self.model.train_step(batch, self.step)  # models get the 0-based index
                 if update_ema is not None:
-                    update_ema(step)
+                    update_ema(self.step)
                 for k, v in losses.items():
                     v = v.detach().float()
                     sums[k] = sums[k] + v if k in sums else v
@@ -285,7 +285,9 @@ def run_status(run_dir: Path) -> dict[str, Any]:
 def dataset_ref(ds: ImageSet) -> dict[str, Any]:
     """What config.json records about the data: enough to reload it for resume and to check it is the same."""
     simple = {k: v for k, v in ds.meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    return {**simple, "name": ds.name, "fingerprint": ds.fingerprint, "size": ds.size, "n_images": len(ds),
+    simple.pop("loaded_from_cache", None)
+    return {**simple, "options": ds.meta.get("options"), "split_params": ds.meta.get("split_params"),
+            "name": ds.name, "fingerprint": ds.fingerprint, "size": ds.size, "n_images": len(ds),
             "n_train": len(training_part(ds))}
 
 
@@ -309,11 +311,18 @@ def reload_dataset(workspace: Workspace, ref: dict[str, Any]) -> ImageSet:
     from medgan_ui.data.load import load_dataset
     from medgan_ui.data.readers.base import ReadOptions
 
-    source = ref.get("source") or ref.get("path")
+    source = ref.get("source_root")
     if not source:
-        raise UserError(f"the run does not record where its data came from; pass the dataset (--data PATH) to resume")
-    return load_dataset(source, format=ref.get("format"), options=ReadOptions(size=int(ref["size"])),
-                        workspace=workspace)
+        raise UserError("the run does not record where its data came from, so it cannot be resumed from the CLI")
+    opts = dict(ref.get("options") or {"size": int(ref["size"])})
+    if opts.get("window") is not None:
+        opts["window"] = tuple(opts["window"])
+    split = ref.get("split_params") or {}
+    kwargs = {"stratify": split["stratify"], "split_seed": split["seed"], "fractions": split["fractions"]} if split else {}
+    if source != "demo" and not Path(source).exists():
+        raise UserError(f"the run's data {source} is not there any more; it is needed to resume")
+    return load_dataset(source, format=None if source == "demo" else ref.get("format"), options=ReadOptions(**opts),
+                        workspace=workspace, **kwargs)
 
 
 def resume_run(workspace: Workspace, run_id: str, *, dataset: ImageSet | None = None, steps: int | None = None,
