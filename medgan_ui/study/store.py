@@ -86,6 +86,12 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def image_key_for(token: str) -> str:
+    """The key that goes into <img> URLs: derived one-way from the token, so the server can recompute it
+    after a restart, while a leaked image URL (logs, history) cannot be turned into the token."""
+    return _hash("image-key:" + token)[:32]
+
+
 def new_code() -> str:
     raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
     return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
@@ -244,6 +250,14 @@ class StudyStore:
         with self._write() as conn:
             conn.execute("UPDATE studies SET status=? WHERE id=?", (status, study_id))
 
+    def reset_access_code(self, study_id: str) -> str:
+        """A new study access code (codes are stored hashed, so a lost one can only be replaced)."""
+        self.study(study_id)
+        code = new_code()
+        with self._write() as conn:
+            conn.execute("UPDATE studies SET code_hash=? WHERE id=?", (_hash(code), study_id))
+        return code
+
     def add_reader(self, study_id: str, name: str) -> str:
         """Issue a personal reader code (only this code can then sign in under that name)."""
         self.study(study_id)
@@ -304,7 +318,8 @@ class StudyStore:
                     reader = {"id": rid, "name": name, "study_id": study["id"], "status": study["status"]}
             if reader["status"] != "open":
                 raise UserError("this study is closed")
-            token, image_key, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), now_iso()
+            token, now = secrets.token_urlsafe(32), now_iso()
+            image_key = image_key_for(token)
             conn.execute(
                 "INSERT INTO sessions(token_hash, image_key_hash, reader_id, created, last_seen) VALUES (?,?,?,?,?)",
                 (_hash(token), _hash(image_key), reader["id"], now, now),

@@ -1,0 +1,102 @@
+"""Plain HTTP routes for readers: sign in, next case, rate, and case images by opaque id.
+
+Mounted on the app's FastAPI instance (before Gradio is mounted at "/"), so image URLs never expose
+a file path and a script or a reader's browser can use the same small JSON API:
+
+    POST /study/api/signin  {"name", "code"}                         -> token, image_key, study, next
+    GET  /study/api/next    Authorization: Bearer <token>             -> next
+    POST /study/api/rate    Authorization: Bearer <token>, {"case", "call", "score", "finding", "comment"}
+                                                                      -> saved (after COMMIT), next
+    GET  /study/img/<case>?k=<image_key>                              -> image/png
+
+`next` is {"case", "position", "answered", "total", "image_url"}; nothing here ever carries truth,
+labels, other readers or admin data. Every failure of a code, token or key answers the same way, so
+the API cannot be used to probe which studies or cases exist.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from medgan_ui.errors import UserError
+from medgan_ui.study.store import NextCase, Session, StudyStore, image_key_for
+from medgan_ui.workspace import Workspace
+
+PREFIX = "/study"
+
+
+def image_url(case_id: str, image_key: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}/img/{case_id}?k={image_key}"
+
+
+def next_payload(nxt: NextCase, image_key: str, prefix: str = PREFIX) -> dict[str, Any]:
+    return {"case": nxt.case_id, "position": nxt.position, "answered": nxt.answered, "total": nxt.total,
+            "done": nxt.case_id is None,
+            "image_url": image_url(nxt.case_id, image_key, prefix) if nxt.case_id else None}
+
+
+def signin_payload(store: StudyStore, sess: Session, prefix: str = PREFIX) -> dict[str, Any]:
+    rv = store.reader(sess.token)
+    return {"token": sess.token, "image_key": sess.image_key, "reader": rv.reader_name,
+            "study": {"name": rv.study_name, "findings": rv.findings, "score_kind": rv.score_kind,
+                      "ask_finding": rv.ask_finding},
+            "next": next_payload(store.next_case(sess.token), sess.image_key, prefix)}
+
+
+def mount_study_routes(app: Any, workspace: Workspace, prefix: str = PREFIX) -> StudyStore:
+    """Add the reader API and image route to a FastAPI app; call before gr.mount_gradio_app(app, ..., path="/")."""
+    from fastapi import Header, HTTPException, Query
+    from fastapi.responses import JSONResponse, Response
+
+    store = StudyStore(workspace.studies_db)
+
+    def bearer(authorization: str | None) -> str:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "sign in first: POST /study/api/signin")
+        return authorization.split(" ", 1)[1].strip()
+
+    def fail(exc: UserError, status: int = 400) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    # plain `def` handlers: FastAPI runs them in its thread pool, each thread with its own connection
+    @app.post(f"{prefix}/api/signin")
+    def signin(body: dict[str, Any]) -> Any:
+        try:
+            sess = store.sign_in(str(body.get("name", "")), str(body.get("code", "")))
+        except UserError as exc:
+            return fail(exc, 401)
+        return signin_payload(store, sess, prefix)
+
+    @app.get(f"{prefix}/api/next")
+    def next_case(authorization: str | None = Header(default=None)) -> Any:
+        token = bearer(authorization)
+        try:
+            nxt = store.next_case(token)
+        except UserError as exc:
+            return fail(exc, 401)
+        return next_payload(nxt, image_key_for(token), prefix)
+
+    @app.post(f"{prefix}/api/rate")
+    def rate(body: dict[str, Any], authorization: str | None = Header(default=None)) -> Any:
+        token = bearer(authorization)
+        try:
+            store.reader(token)
+        except UserError as exc:
+            return fail(exc, 401)
+        try:
+            nxt = store.rate(token, str(body.get("case", "")), str(body.get("call", "")), body.get("score"),
+                             body.get("finding"), str(body.get("comment") or ""))
+        except UserError as exc:
+            return fail(exc, 400)
+        return {"saved": body.get("case"), "next": next_payload(nxt, image_key_for(token), prefix)}
+
+    @app.get(prefix + "/img/{case_id}")
+    def image(case_id: str, k: str = Query(default="")) -> Any:
+        try:
+            png = store.image(k, case_id)
+        except UserError:
+            raise HTTPException(404, "not found") from None
+        # identical headers for every case: no name, no date, no validator that could differ by source
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+    return store

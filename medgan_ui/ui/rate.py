@@ -1,0 +1,212 @@
+"""Rate tab: the blinded reading screen (and, at ?admin, the study administration panel).
+
+Security model: Gradio exposes every handler as an endpoint, so nothing here trusts the client. The
+reader's session token lives in gr.State (kept on the server per browser session) and every reader
+handler re-checks it with the store; reader handlers only ever return the study name, progress and an
+<img> URL made of an opaque case id and an image key — never truth, labels or other readers. Admin
+handlers live in ui/study_admin.py and check an admin token on every call.
+
+Window/level is done in the browser (CSS brightness/contrast on the <img>) so dragging a slider costs
+no server round trip; keyboard shortcuts click the same widgets a mouse would.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from medgan_ui.errors import UserError
+from medgan_ui.study.api import PREFIX, image_url, mount_study_routes  # noqa: F401  (re-exported for the app)
+from medgan_ui.study.store import NextCase, StudyStore, image_key_for
+from medgan_ui.workspace import Workspace
+
+SCORE_LABELS = {
+    "realism": "How realistic? 1 = clearly synthetic … 5 = clearly real  (keys 1–5)",
+    "confidence": "How confident are you in your call? 1 = guessing … 5 = certain  (keys 1–5)",
+}
+FINDING_KEYS = "abcdefghijklmnopq"  # r and s are taken by real/synthetic, so findings stop before them
+
+# Installed once per page by the image component: shortcut keys click the radio buttons and the submit
+# button, so the keyboard path runs exactly the same handlers as the mouse path.
+KEYS_JS = r"""
+if (!window.__medganRateKeys) {
+  window.__medganRateKeys = true;
+  const pick = (id, value) => {
+    const el = Array.from(document.querySelectorAll('#' + id + ' input[type=radio]')).find(i => i.value === value);
+    if (el) { el.click(); return true; } return false;
+  };
+  document.addEventListener('keydown', (ev) => {
+    const screen = document.getElementById('rate-reader');
+    if (!screen || screen.offsetParent === null) return;  // only while the reading screen is shown
+    const t = ev.target, tag = (t && t.tagName || '').toLowerCase();
+    if (tag === 'textarea' || (tag === 'input' && !['radio', 'checkbox', 'range'].includes(t.type))) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const k = ev.key.toLowerCase();
+    let done = false;
+    if (k === 'r') done = pick('rate-call', 'real');
+    else if (k === 's') done = pick('rate-call', 'synthetic');
+    else if ('12345'.includes(k) && k.length === 1) done = pick('rate-score', k);
+    else if (k === 'enter') { const b = document.querySelector('#rate-submit'); if (b) { b.click(); done = true; } }
+    else if (k.length === 1 && 'abcdefghijklmnopq'.includes(k)) {
+      const opts = Array.from(document.querySelectorAll('#rate-finding input[type=radio]'));
+      const el = opts['abcdefghijklmnopq'.indexOf(k)];
+      if (el) { el.click(); done = true; }
+    }
+    if (done) ev.preventDefault();
+  });
+}
+"""
+
+WL_JS = """(b, c) => { document.documentElement.style.setProperty('--rate-filter', `brightness(${b}%) contrast(${c}%)`); return []; }"""
+
+CSS = """
+#rate-reader .rate-img { width: min(100%, 72vh); aspect-ratio: 1 / 1; image-rendering: pixelated;
+  image-rendering: crisp-edges; filter: var(--rate-filter, none); background: #000; display: block; margin: auto; }
+#rate-reader .rate-progress { font-size: 1.25rem; font-weight: 600; }
+"""
+
+
+@dataclass
+class ReaderScreen:
+    """What one reader handler gives back: all of it is safe to show to that reader."""
+
+    header: str
+    image_html: str
+    done: bool
+    findings: list[str]
+    score_label: str
+    ask_finding: bool
+
+
+class ReaderHandlers:
+    """The reader side, free of Gradio so tests can call it exactly as the UI does."""
+
+    def __init__(self, store: StudyStore, prefix: str = PREFIX) -> None:
+        self.store, self.prefix = store, prefix
+
+    def sign_in(self, name: str, code: str) -> tuple[str, ReaderScreen]:
+        sess = self.store.sign_in(name, code)
+        return sess.token, self.screen(sess.token)
+
+    def screen(self, token: str) -> ReaderScreen:
+        rv = self.store.reader(token)
+        nxt = self.store.next_case(token)
+        return self._render(rv.study_name, rv.reader_name, rv.findings, rv.score_kind, rv.ask_finding, nxt, token)
+
+    def submit(self, token: str, case_id: str | None, call: str | None, score: Any, finding: str | None,
+               comment: str | None) -> ReaderScreen:
+        rv = self.store.reader(token)  # checks the token before anything else
+        if not case_id:
+            raise UserError("no case on screen: sign in again")
+        if not call:
+            raise UserError("answer Real (R) or Synthetic (S) first")
+        if score in (None, ""):
+            raise UserError("choose a score from 1 to 5 first")
+        nxt = self.store.rate(token, case_id, call, score, finding or None, comment or "")
+        return self._render(rv.study_name, rv.reader_name, rv.findings, rv.score_kind, rv.ask_finding, nxt, token)
+
+    def current_case(self, token: str) -> str | None:
+        return self.store.next_case(token).case_id
+
+    def _render(self, study: str, reader: str, findings: list[str], score_kind: str, ask_finding: bool,
+                nxt: NextCase, token: str) -> ReaderScreen:
+        if nxt.case_id is None:
+            header = (f"### {html.escape(study)}\nThank you, {html.escape(reader)}: all {nxt.total} cases are answered. "
+                      "You can close this page.")
+            return ReaderScreen(header, "", True, findings, SCORE_LABELS[score_kind], ask_finding)
+        header = (f"**{html.escape(study)}** · reader: {html.escape(reader)} · "
+                  f"<span class='rate-progress'>{nxt.position} / {nxt.total}</span>")
+        url = image_url(nxt.case_id, image_key_for(token), self.prefix)
+        img = f"<img class='rate-img' src='{html.escape(url)}' alt='case {nxt.position}' draggable='false'>"
+        return ReaderScreen(header, img, False, findings, SCORE_LABELS[score_kind], ask_finding)
+
+
+def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
+    """The Rate tab's content; call inside `with gr.Tab("Rate"):` of the app's Blocks.
+
+    Readers open the app's URL; organisers open it with `?admin` to get the admin panel instead.
+    The app must also call `mount_study_routes(fastapi_app, workspace)` so case images are served.
+    """
+    from medgan_ui.ui import study_admin
+
+    store = StudyStore(workspace.studies_db)
+    reader = ReaderHandlers(store)
+    gr.HTML(f"<style>{CSS}</style>", js_on_load=KEYS_JS, padding=False)
+    token = gr.State(None)
+    case_id = gr.State(None)
+
+    with gr.Column(visible=True) as signin_col:
+        gr.Markdown("### Visual Turing test\nSign in with your name and the access code you were given. "
+                    "You can leave at any time and continue later with the same name and code.")
+        name = gr.Textbox(label="Your name", max_length=100)
+        code = gr.Textbox(label="Access code", placeholder="XXXX-XXXX-XXXX", max_length=40)
+        start = gr.Button("Start reading", variant="primary")
+        signin_msg = gr.Markdown()
+
+    with gr.Column(visible=False, elem_id="rate-reader") as read_col:
+        header = gr.Markdown()
+        with gr.Row():
+            with gr.Column(scale=3):
+                image = gr.HTML(padding=False)
+                with gr.Row():
+                    bright = gr.Slider(20, 300, value=100, step=5, label="Brightness (level) %")
+                    contrast = gr.Slider(20, 400, value=100, step=5, label="Contrast (window) %")
+                    reset = gr.Button("Reset", size="sm")
+            with gr.Column(scale=2):
+                call = gr.Radio([("Real  (R)", "real"), ("Synthetic  (S)", "synthetic")], label="Real or synthetic?",
+                                elem_id="rate-call")
+                score = gr.Radio(["1", "2", "3", "4", "5"], label=SCORE_LABELS["realism"], elem_id="rate-score")
+                finding = gr.Radio([], label="Finding you see", elem_id="rate-finding")
+                comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=2000)
+                submit = gr.Button("Save and next  (Enter)", variant="primary", elem_id="rate-submit")
+                msg = gr.Markdown()
+
+    with gr.Column(visible=False) as done_col:
+        done_md = gr.Markdown()
+
+    with gr.Column(visible=False) as admin_col:
+        study_admin.build_admin_panel(store, workspace, admin_password)
+
+    def show(tok: str, scr: ReaderScreen) -> tuple:
+        case = reader.current_case(tok) if not scr.done else None
+        choices = [(f"{FINDING_KEYS[i]} · {f}" if i < len(FINDING_KEYS) else f, f) for i, f in enumerate(scr.findings)]
+        return (tok, case, gr.update(visible=False), gr.update(visible=not scr.done), gr.update(visible=scr.done),
+                scr.header, scr.image_html, scr.header,
+                gr.update(value=None), gr.update(value=None, label=scr.score_label),
+                gr.update(choices=choices, value=None, visible=scr.ask_finding), gr.update(value=""), "", "")
+
+    outputs = [token, case_id, signin_col, read_col, done_col, header, image, done_md, call, score, finding,
+               comment, msg, signin_msg]
+
+    def on_signin(n: str, c: str) -> tuple:
+        try:
+            tok, scr = reader.sign_in(n, c)
+        except UserError as exc:
+            return (gr.update(),) * (len(outputs) - 1) + (f"**{html.escape(str(exc))}**",)
+        return show(tok, scr)
+
+    def on_submit(tok: str | None, case: str | None, cl: str | None, sc: str | None, fi: str | None, co: str | None) -> tuple:
+        try:
+            scr = reader.submit(tok or "", case, cl, sc, fi, co)
+        except UserError as exc:
+            keep = (gr.update(),) * (len(outputs) - 2)
+            return keep + (f"**{html.escape(str(exc))}**", gr.update())
+        return show(tok or "", scr)
+
+    start.click(on_signin, [name, code], outputs, api_visibility="private")
+    code.submit(on_signin, [name, code], outputs, api_visibility="private")
+    submit.click(on_submit, [token, case_id, call, score, finding, comment], outputs, api_visibility="private")
+    bright.input(None, [bright, contrast], None, js=WL_JS)
+    contrast.input(None, [bright, contrast], None, js=WL_JS)
+    reset.click(lambda: (100, 100), None, [bright, contrast], js="() => { document.documentElement.style"
+                ".setProperty('--rate-filter', 'none'); return [100, 100]; }", api_visibility="private")
+
+    def on_load(request: gr.Request) -> tuple:
+        is_admin = request is not None and "admin" in request.query_params
+        return gr.update(visible=not is_admin), gr.update(visible=is_admin)
+
+    root = gr.context.Context.root_block
+    if root is not None:
+        root.load(on_load, None, [signin_col, admin_col], api_visibility="private")

@@ -1,0 +1,46 @@
+"""A server with only the reading screen: `python -m medgan_ui.ui.study_server --workspace W --port P`.
+
+For reader studies run apart from the full studio (radiologists only ever see this screen), and for
+the crash and concurrency tests, which need a real server process they can kill -9.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Sequence
+
+from medgan_ui.workspace import Workspace
+
+
+def build_app(workspace: Workspace, admin_password: str | None = None) -> Any:
+    """FastAPI app: the reader API + image routes, then Gradio (Rate tab only) mounted at '/'."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from medgan_ui.study.api import mount_study_routes
+    from medgan_ui.ui.rate import build_rate_tab
+
+    app = FastAPI()
+    mount_study_routes(app, workspace)  # before Gradio takes "/"
+    with gr.Blocks(title="MedGAN Studio · reader study") as demo:
+        build_rate_tab(workspace, admin_password)
+    return gr.mount_gradio_app(app, demo, path="/")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m medgan_ui.ui.study_server", description=__doc__)
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7861)
+    p.add_argument("--admin-password", default=os.environ.get("MEDGAN_ADMIN_PASSWORD"))
+    args = p.parse_args(argv)
+    import uvicorn
+
+    app = build_app(Workspace(args.workspace), args.admin_password)
+    print(f"reader study server on http://{args.host}:{args.port}/ (admin: /?admin)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
