@@ -1,0 +1,103 @@
+"""The Gradio app: a header and five tabs (Data, Train, Browse, Rate, Compare) over one AppContext.
+
+Gradio 6 takes theme and CSS at launch() rather than in Blocks(), so `launch_options()` carries them
+and both launch.py and the tests use `serve()`.
+"""
+from __future__ import annotations
+
+import html
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from medgan_ui import __version__
+from medgan_ui.ui import browse_tab, data_tab, train_tab
+from medgan_ui.ui.context import AppContext
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TIMER_S = 1.5  # live refresh of the Train tab; handlers read small files only
+
+
+def theme() -> gr.themes.Base:
+    # system fonts: the app must not fetch web fonts (offline hospital networks)
+    return gr.themes.Soft(
+        primary_hue="cyan", secondary_hue="slate", neutral_hue="slate",
+        font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    )
+
+
+def _header(ctx: AppContext) -> str:
+    logo = (ASSETS / "logo.svg").read_text(encoding="utf-8") if (ASSETS / "logo.svg").exists() else ""
+    return (
+        f'<div id="mg-header">{logo}<div><h1>MedGAN Studio</h1>'
+        '<div class="mg-sub">Synthetic medical images for rare findings: load data, train, look, test.</div></div>'
+        f'<div class="mg-right">{html.escape(ctx.device)}<br>workspace: {html.escape(str(ctx.workspace.root))}'
+        f"<br>v{__version__}</div></div>"
+    )
+
+
+def _optional_tab(module: str, builder: str, *args: Any, plan: str) -> None:
+    """Rate/Compare come from their own issues: use their builder if present, else say what will come."""
+    if importlib.util.find_spec(module) is not None:
+        getattr(importlib.import_module(module), builder)(*args)
+    else:
+        gr.Markdown(plan, elem_classes=["mg-note"])
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="MedGAN Studio", analytics_enabled=False) as demo:
+        gr.HTML(_header(ctx))
+        with gr.Tabs():
+            with gr.Tab("Data", id="data"):
+                data_view = data_tab.build(ctx)
+            with gr.Tab("Train", id="train"):
+                train_tab.build(ctx, demo)
+            with gr.Tab("Browse", id="browse"):
+                browse_tab.build(ctx, demo)
+            with gr.Tab("Rate", id="rate"):
+                _optional_tab(
+                    "medgan_ui.ui.rate", "build_rate_tab", ctx.workspace, ctx.admin_password,
+                    plan="**Reader study (visual Turing test).** This tab will let you set up a blinded study "
+                    "from real and synthetic images, hand readers a link to a reading screen (real or synthetic, "
+                    "realism score, finding seen), and show the results to the admin. It is not available in this build yet.",
+                )
+            with gr.Tab("Compare", id="compare"):
+                _optional_tab(
+                    "medgan_ui.ui.compare", "build_compare_tab", ctx,
+                    plan="**Does synthetic augmentation help?** This tab will train a classifier with and without "
+                    "synthetic images over several seeds and report ROC/AUC with confidence intervals and a "
+                    "paired test. It is not available in this build yet.",
+                )
+        demo.load(data_tab.on_page_load(ctx), outputs=data_view, api_visibility="private")
+    return demo
+
+
+def launch_options() -> dict[str, Any]:
+    return {
+        "theme": theme(),
+        "css_paths": [ASSETS / "style.css"],
+        "favicon_path": ASSETS / "logo.svg",
+    }
+
+
+def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
+          auth: list[tuple[str, str]] | None = None, share: bool = False,
+          prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
+    """Build and launch; with prevent_thread_lock the call returns at once (tests, benchmarks)."""
+    demo = build_app(ctx)
+    # several people may use one server: let events of different users run side by side
+    demo.queue(default_concurrency_limit=8)
+    app, _, _ = demo.launch(
+        server_name=host, server_port=port, auth=auth or None, share=share,
+        prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False,
+        allowed_paths=[str(ctx.workspace.root)], footer_links=["api"],
+        auth_message="MedGAN Studio: please sign in." if auth else None,
+        **launch_options(),
+    )
+    if importlib.util.find_spec("medgan_ui.study.api") is not None:
+        # the reading screen loads case images from these routes (they check the reader's own token)
+        importlib.import_module("medgan_ui.study.api").mount_study_routes(app, ctx.workspace)
+    return demo

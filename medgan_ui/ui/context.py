@@ -1,0 +1,78 @@
+"""What every tab shares: the workspace, the job manager, the dataset now loaded, the device.
+
+One AppContext per app process. The loaded dataset is app-wide (not per browser tab) because a
+training job outlives the browser session that started it; a lock keeps the swap atomic.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
+from medgan_ui.jobs import JobManager, run_summaries
+from medgan_ui.workspace import Workspace
+
+
+def describe_device() -> str:
+    """'NVIDIA H100 80GB HBM3 (79.1 GiB)' or 'CPU (2 cores)': what training will run on."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.1f} GiB)"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "GPU: Apple MPS"
+    return f"CPU ({os.cpu_count() or 1} cores; no GPU found, so use a small preset such as fast-cpu)"
+
+
+@dataclass
+class AppContext:
+    workspace: Workspace
+    jobs: JobManager
+    admin_password: str | None = None
+    device: str = field(default_factory=describe_device)
+    _dataset: ImageSet | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, workspace: Workspace | str | None = None, admin_password: str | None = None) -> "AppContext":
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        return cls(workspace=ws, jobs=JobManager(ws), admin_password=admin_password)
+
+    # ---- the dataset the Data tab loaded -----------------------------------------------------
+    @property
+    def dataset(self) -> ImageSet | None:
+        with self._lock:
+            return self._dataset
+
+    def set_dataset(self, ds: ImageSet) -> None:
+        with self._lock:
+            self._dataset = ds
+
+    def require_dataset(self) -> ImageSet:
+        ds = self.dataset
+        if ds is None:
+            raise UserError("no dataset is loaded: open the Data tab, choose a source and press 'Load dataset'")
+        return ds
+
+    # ---- runs --------------------------------------------------------------------------------
+    def run_dir(self, run_id: str | None) -> Path:
+        """Folder of an existing run, or a UserError that says what to pick."""
+        if not run_id:
+            raise UserError("no run chosen: pick a run from the list (train one in the Train tab first)")
+        try:
+            folder = self.workspace.run_dir(str(run_id))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if not (folder / "config.json").is_file():
+            raise UserError(f"run {run_id!r} does not exist in {self.workspace.runs}; pick one from the list")
+        return folder
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run in the workspace with its status (live job, persisted status, or interrupted)."""
+        return run_summaries(self.workspace, self.jobs)

@@ -1,0 +1,290 @@
+"""Data tab: pick a source (built-in demo, a server path, an uploaded zip), load it, see what is in it.
+
+Thin: reading, caching and splitting live in medgan_ui.data; this module only gathers the choices,
+calls load_dataset and turns the ImageSet into a preview grid, a counts table, a chart of
+general x detailed labels, the split summary and the list of skipped files.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from medgan_ui.data.imageset import SPLIT_NAMES, ImageSet
+from medgan_ui.errors import UserError
+from medgan_ui.ui.context import AppContext
+from medgan_ui.ui.errors import friendly
+from medgan_ui.ui.widgets import gallery_items, label_caption
+from medgan_ui.workspace import new_id
+
+SOURCES = ["Built-in demo (synthetic phantom)", "Folder or file on this server", "Upload a .zip"]
+SIZES = [16, 32, 64, 128]
+PREVIEW_N = 24
+
+
+def _format_choices() -> list[str]:
+    from medgan_ui.data.readers import READERS
+
+    return ["auto"] + [str(n) for n in READERS]
+
+
+# ---- pure helpers (also used by tests) ---------------------------------------------------------
+def extract_zip(upload: str | Path, uploads_dir: Path) -> Path:
+    """Unpack a browser upload into <workspace>/uploads/<id>/, refusing paths that escape it."""
+    upload = Path(upload)
+    if not zipfile.is_zipfile(upload):
+        raise UserError(f"{upload.name} is not a .zip file: upload a zip of a dataset folder, or give a server path")
+    dest = uploads_dir / new_id("upload")
+    dest.mkdir(parents=True)
+    with zipfile.ZipFile(upload) as zf:
+        for member in zf.namelist():
+            target = (dest / member).resolve()
+            if not str(target).startswith(str(dest.resolve())):
+                raise UserError(f"{upload.name} contains an unsafe path {member!r}; it was not unpacked")
+        zf.extractall(dest)
+    # a zip of one folder: use that folder
+    entries = [p for p in dest.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def csv_columns(path: str) -> list[str]:
+    """Header of the one label CSV in a folder (or of the CSV given), for the column-mapping dropdowns."""
+    from medgan_ui.data.readers.csv_folder import find_csvs, read_header
+
+    p = Path(path or "").expanduser()
+    if not path or not p.exists():
+        raise UserError(f"path {path!r} does not exist on the server: give the folder that holds the labels CSV")
+    csvs = [p] if p.is_file() else find_csvs(p)
+    if not csvs:
+        raise UserError(f"no .csv or .csv.gz file at the top of {p}")
+    return read_header(csvs[0])
+
+
+def preview_indices(ds: ImageSet, n: int = PREVIEW_N, seed: int = 0) -> np.ndarray:
+    """Show the rare findings too: up to 3 examples of each finding, the rest at random."""
+    rng = np.random.default_rng(seed)
+    det = ds.detailed.numpy().astype(bool)
+    picked: list[int] = []
+    for j in np.argsort(det.sum(0)):  # rarest first
+        rows = np.flatnonzero(det[:, j])
+        picked += [int(i) for i in rng.permutation(rows)[:3] if i not in picked]
+    rest = [int(i) for i in rng.permutation(len(ds)) if i not in set(picked)]
+    return np.array((picked + rest)[: min(n, len(ds))])
+
+
+def counts_table(ds: ImageSet) -> pd.DataFrame:
+    """Rows: all images, then each general value; columns: images, each finding, No Finding."""
+    det = ds.detailed.numpy().astype(bool)
+    cols = list(ds.findings) + ["No Finding"]
+
+    def row(label: str, mask: np.ndarray) -> dict[str, Any]:
+        d = det[mask]
+        out = {"group": label, "images": int(mask.sum())}
+        out.update({f: int(d[:, j].sum()) for j, f in enumerate(ds.findings)})
+        out["No Finding"] = int((~d.any(axis=1)).sum()) if len(d) else 0
+        return out
+
+    rows = [row("all", np.ones(len(ds), dtype=bool))]
+    for g, name in enumerate(ds.general_names):
+        codes = ds.general[:, g].numpy()
+        for k, value in enumerate(ds.general_values[name]):
+            rows.append(row(f"{name} = {value}", codes == k))
+        if (codes < 0).any():
+            rows.append(row(f"{name} unknown", codes < 0))
+    return pd.DataFrame(rows, columns=["group", "images"] + cols)
+
+
+def counts_chart(ds: ImageSet):
+    """Grouped bars: findings on the y axis, one bar per value of each general label (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = counts_table(ds).set_index("group")
+    labels = list(ds.findings) + ["No Finding"]
+    groups = [g for g in table.index if g != "all" and "unknown" not in g] or ["all"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.42 * len(labels) * max(1, len(groups) / 3)), dpi=100)
+    h = 0.8 / len(groups)
+    palette = plt.get_cmap("tab10")
+    for i, g in enumerate(groups):
+        y = np.arange(len(labels)) + i * h
+        ax.barh(y, [max(int(table.loc[g, f]), 0) for f in labels], height=h, label=g, color=palette(i % 10))
+    ax.set_yticks(np.arange(len(labels)) + 0.4 - h / 2, labels)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog")
+    ax.set_xlabel("images (log scale): the short bars are the rare cells to top up")
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def split_summary(ds: ImageSet) -> str:
+    if ds.split is None:
+        return "No split stored with this dataset."
+    det = ds.detailed.numpy().astype(bool)
+    rare = int(np.argmin(det.sum(0))) if ds.findings else None
+    lines = ["| split | images | patients |" + (f" {ds.findings[rare]} |" if rare is not None else ""),
+             "|---|---:|---:|" + ("---:|" if rare is not None else "")]
+    for i, name in enumerate(SPLIT_NAMES):
+        m = ds.split == i
+        cell = f" {int(det[m, rare].sum())} |" if rare is not None else ""
+        lines.append(f"| {name} | {int(m.sum())} | {len(np.unique(ds.patient_id[m]))} |{cell}")
+    info = ds.meta.get("split_info") or ds.meta.get("split") or {}
+    note = "Patient-level split: no patient appears in two parts."
+    if isinstance(info, dict) and info.get("stratify"):
+        note += f" Stratified on {info['stratify']}."
+    return "\n".join(lines) + f"\n\n{note}"
+
+
+def skipped_table(ds: ImageSet) -> tuple[pd.DataFrame, str]:
+    report = ds.meta.get("report") or {}
+    skipped = report.get("skipped", [])
+    df = pd.DataFrame([{"file": s.get("path", ""), "reason": s.get("reason", "")} for s in skipped[:500]],
+                      columns=["file", "reason"])
+    notes = []
+    if skipped:
+        notes.append(f"**{len(skipped)} file(s) skipped** (shown below with the reason).")
+    missing = int(report.get("missing_images", 0) or 0)
+    if missing:
+        ex = ", ".join(report.get("missing_examples", [])[:5])
+        notes.append(f"**{missing:,} label row(s) have no image file** in the folder and were left out (e.g. {ex}).")
+    notes += report.get("notes", [])
+    return df, "\n\n".join(notes) or "Every file was read; nothing was skipped."
+
+
+def summary(ds: ImageSet) -> str:
+    general = "; ".join(f"{n}: {', '.join(v)}" for n, v in ds.general_values.items()) or "none"
+    return (f"### {ds.name}\n**{len(ds):,} images** from **{ds.n_patients():,} patients**, "
+            f"{ds.size}x{ds.size} px, format `{ds.meta.get('format', '?')}`.  \n"
+            f"General labels: {general}.  \nFindings: {', '.join(ds.findings) or 'none'}.")
+
+
+def dataset_view(ds: ImageSet | None) -> tuple:
+    """Values for: summary, preview, counts, chart, split, skipped note, skipped table."""
+    if ds is None:
+        empty = pd.DataFrame()
+        return ("No dataset loaded yet: choose a source above and press **Load dataset**.", [], empty, None, "", "", empty)
+    idx = preview_indices(ds)
+    images = ds.images[torch_index(idx)].numpy()
+    captions = [label_caption(ds.general_label(int(i)), ds.finding_labels(int(i))) for i in idx]
+    df, note = skipped_table(ds)
+    return (summary(ds), gallery_items(images, captions, px=128), counts_table(ds), counts_chart(ds),
+            split_summary(ds), note, df)
+
+
+def torch_index(idx: np.ndarray):
+    import torch
+
+    return torch.as_tensor(idx, dtype=torch.long)
+
+
+def on_page_load(ctx: AppContext) -> Callable[[], tuple]:
+    """A reload (or a second browser) shows the dataset the app has loaded."""
+    return lambda: dataset_view(ctx.dataset)
+
+
+# ---- the tab -----------------------------------------------------------------------------------
+def build(ctx: AppContext) -> list[gr.components.Component]:
+    gr.Markdown("Choose where the images come from and press **Load dataset**. The built-in demo is a "
+                "synthetic chest phantom with rare findings, so everything works without real data.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            source = gr.Radio(SOURCES, value=SOURCES[0], label="Source")
+            path = gr.Textbox(label="Path on the server", visible=False,
+                              placeholder="/data/nih-cxr14  (a folder, a .csv, a .npz ...)",
+                              info="A folder of images with a labels CSV, class sub-folders, DICOM files, or a MedMNIST .npz.")
+            upload = gr.File(label="Dataset .zip", file_types=[".zip"], visible=False)
+        with gr.Column(scale=2):
+            fmt = gr.Dropdown(_format_choices(), value="auto", label="Format",
+                              info="'auto' detects it from the file names; pick one if detection guesses wrong.")
+            with gr.Row():
+                size = gr.Dropdown(SIZES, value=64, label="Image size (px)", info="Images are resized to a square of this size.")
+                fit = gr.Radio(["crop", "pad"], value="crop", label="Fit", info="Non-square images: centre crop or pad.")
+    with gr.Accordion("Column mapping (generic CSV + image folder)", open=False):
+        gr.Markdown("Only for the generic `csv` format: say which CSV columns hold what. Leave blank to let the reader guess.")
+        with gr.Row():
+            csv_name = gr.Textbox(label="Labels CSV", placeholder="labels.csv (inside the folder)")
+            read_cols = gr.Button("Read columns from CSV", size="sm")
+        with gr.Row():
+            image_col = gr.Dropdown([], label="Image file column", allow_custom_value=True)
+            patient_col = gr.Dropdown([], label="Patient id column", allow_custom_value=True)
+            general_cols = gr.Dropdown([], label="General label columns (e.g. sex, view)", multiselect=True, allow_custom_value=True)
+        with gr.Row():
+            finding_col = gr.Dropdown([], label="Findings column (one column, joined)", allow_custom_value=True)
+            finding_sep = gr.Textbox(value="|", label="Separator between findings", max_lines=1)
+            finding_cols = gr.Dropdown([], label="...or one 0/1 column per finding", multiselect=True, allow_custom_value=True)
+    load_btn = gr.Button("Load dataset", variant="primary", elem_classes=["mg-big"])
+    status = gr.Markdown(elem_classes=["mg-status"])
+
+    info = gr.Markdown()
+    preview = gr.Gallery(label="Preview (rare findings first)", columns=8, height="auto", object_fit="contain",
+                         format="png", allow_preview=True, elem_classes=["mg-pixels"], interactive=False)
+    with gr.Row():
+        with gr.Column(scale=3):
+            counts = gr.Dataframe(label="Counts: general label x finding", interactive=False, wrap=True)
+        with gr.Column(scale=2):
+            chart = gr.Plot(label="Where the data is thin")
+    split = gr.Markdown()
+    skipped_note = gr.Markdown()
+    skipped = gr.Dataframe(label="Skipped files and why", interactive=False, wrap=True, max_height=260)
+    view = [info, preview, counts, chart, split, skipped_note, skipped]
+
+    def on_source(choice: str):
+        return gr.update(visible=choice == SOURCES[1]), gr.update(visible=choice == SOURCES[2])
+
+    source.change(on_source, source, [path, upload], queue=False, api_visibility="private")
+
+    @friendly
+    def on_read_columns(p: str, up: Any, name: str):
+        where = p
+        if up is not None and not p:
+            where = str(extract_zip(up, ctx.workspace.root / "uploads"))
+        target = str(Path(where).expanduser() / name) if name else where
+        cols = csv_columns(target)
+        upd = gr.update(choices=cols)
+        return upd, upd, upd, upd, upd, f"Columns of the CSV: {', '.join(cols)}"
+
+    read_cols.click(on_read_columns, [path, upload, csv_name],
+                    [image_col, patient_col, general_cols, finding_col, finding_cols, status], api_name="read_columns")
+
+    @friendly
+    def on_load(choice, p, up, fmt_name, size_px, fit_mode, csv_file, img_c, pat_c, gen_c, find_c, sep, find_cs,
+                progress=gr.Progress()):
+        from medgan_ui.data.load import load_dataset
+        from medgan_ui.data.readers.base import ReadOptions
+
+        progress(0.05, desc="Reading images (a second load of the same data comes from the cache)")
+        opts = ReadOptions(size=int(size_px), fit=fit_mode, csv=csv_file or None, image_column=img_c or None,
+                           general_columns=list(gen_c or []), finding_column=find_c or None,
+                           finding_separator=sep or "|", finding_columns=list(find_cs or []), patient_column=pat_c or None)
+        if choice == SOURCES[0]:
+            src = "demo"
+        elif choice == SOURCES[1]:
+            if not (p or "").strip():
+                raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
+            src = str(Path(p.strip()).expanduser())
+            if not Path(src).exists():
+                raise UserError(f"path {src!r} does not exist on the server: check the spelling, or upload a .zip instead")
+        else:
+            if up is None:
+                raise UserError("choose a .zip file to upload first (or pick another source)")
+            progress(0.02, desc="Unpacking the zip")
+            src = str(extract_zip(up, ctx.workspace.root / "uploads"))
+        ds = load_dataset(src, None if fmt_name == "auto" else fmt_name, opts, ctx.workspace)
+        if len(ds) == 0:
+            raise UserError(f"{src}: no images could be read; see the reasons in the report")
+        ctx.set_dataset(ds)
+        progress(0.9, desc="Drawing the preview")
+        return (f"Loaded **{ds.name}**: {len(ds):,} images. Go to **Train** to train a model on it.",
+                *dataset_view(ds))
+
+    load_btn.click(on_load, [source, path, upload, fmt, size, fit, csv_name, image_col, patient_col, general_cols,
+                             finding_col, finding_sep, finding_cols], [status] + view, concurrency_limit=2, api_name="load_data")
+    return view

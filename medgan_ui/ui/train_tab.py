@@ -1,0 +1,225 @@
+"""Train tab: model, preset and main settings; start / stop / resume; the runs list; live progress.
+
+The live panel is refreshed by a gr.Timer. Its handler reads only small things (the job's last
+progress event, the tail of metrics.jsonl when it grew, latest.png when its mtime changed) and sends
+gr.skip() for what did not change, so clicks stay fast while a job trains.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from medgan_ui.errors import UserError
+from medgan_ui.gan.config import AUGMENTS, MODEL_KINDS, PRESETS, make_configs
+from medgan_ui.jobs import ACTIVE, resume_training, run_status, start_training
+from medgan_ui.ui.context import AppContext
+from medgan_ui.ui.errors import friendly
+
+TIMER_S = 1.5
+MODEL_HELP = {
+    "gdgan": "GDGAN: two stages, general labels (sex, view) then findings; the paper's method.",
+    "acgan": "ACGAN: one conditional GAN with an auxiliary finding classifier (Frid-Adar).",
+    "dcgan": "DCGAN: one unconditional GAN per finding (Frid-Adar).",
+    "pggan": "Progressive GAN: grows from 4x4 to full size, conditional on all labels.",
+}
+RUN_COLUMNS = ["run", "model", "preset", "status", "step", "of", "note"]
+
+
+def default_preset() -> str:
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "fast-cpu"
+
+
+def preset_values(kind: str, preset: str) -> dict[str, Any]:
+    """The settings a preset gives a model, for filling the form."""
+    train, model = make_configs(kind, preset)
+    return {"steps": train.steps, "batch_size": train.batch_size, "lr_g": model.lr_g, "lr_d": model.lr_d,
+            "seed": train.seed, "augment": train.augment, "image_size": train.image_size}
+
+
+def runs_table(ctx: AppContext) -> pd.DataFrame:
+    rows = [[r["run_id"], r["model"], r["preset"], r["status"], r["step"], r["steps"], (r["message"] or "")[:160]]
+            for r in ctx.list_runs()]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def loss_frame(run_dir: Path) -> pd.DataFrame:
+    """metrics.jsonl -> long table (step, loss name, value) for gr.LinePlot."""
+    from medgan_ui.gan.runs import read_metrics
+
+    rows = [(m["step"], name, float(v)) for m in read_metrics(run_dir / "metrics.jsonl")
+            for name, v in (m.get("losses") or {}).items() if v is not None]
+    return pd.DataFrame(rows, columns=["step", "loss", "value"])
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def live_html(ctx: AppContext, run_id: str | None) -> str:
+    """Status line with a progress bar for one run."""
+    if not run_id:
+        return "<p>No run selected. Load data, choose a model and press <b>Start training</b>.</p>"
+    st = run_status(ctx.workspace, ctx.jobs, run_id)
+    job = ctx.jobs.job_for_run(run_id)
+    prog = job["progress"] if job and job["status"] in ACTIVE else {}
+    step, total = st["step"], max(st["total"], 1)
+    ips = prog.get("img_per_s")
+    parts = [f"<b>{html.escape(run_id)}</b> &middot; <span class='mg-st-{st['status']}'>{st['status']}</span>",
+             f"step <b id='mg-step'>{step}</b> / {st['total']}"]
+    if st["status"] in ("running", "stopping"):
+        parts += [f"{ips:.0f} img/s" if ips else "measuring speed...", f"ETA {_fmt_eta(prog.get('eta_s'))}"]
+    if st["status"] == "queued":
+        parts.append("waiting for the running job to finish")
+    bar = f"<progress max='{total}' value='{min(step, total)}' style='width:100%;height:10px'></progress>"
+    msg = f"<div>{html.escape(st['message'])}</div>" if st["message"] else ""
+    return f"<div class='mg-live'>{' &middot; '.join(parts)}{bar}{msg}</div>"
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    gr.Markdown(f"**Device:** {ctx.device}")
+    kind0, preset0 = "gdgan", default_preset()
+    v0 = preset_values(kind0, preset0)
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                kind = gr.Dropdown(list(MODEL_KINDS), value=kind0, label="Model", info=MODEL_HELP[kind0])
+                preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", info=PRESETS[preset0]["description"])
+            with gr.Row():
+                steps = gr.Number(v0["steps"], label="Steps", precision=0, info="Optimisation steps in total (GDGAN: both stages).")
+                batch = gr.Number(v0["batch_size"], label="Batch size", precision=0, info="Images per step.")
+                seed = gr.Number(v0["seed"], label="Seed", precision=0, info="Same seed + same data = same run.")
+            with gr.Row():
+                lr_g = gr.Number(v0["lr_g"], label="Learning rate G", info="Generator (Adam).")
+                lr_d = gr.Number(v0["lr_d"], label="Learning rate D", info="Discriminator / critic (Adam).")
+                augment = gr.Dropdown(list(AUGMENTS), value=v0["augment"], label="Augmentation",
+                                      info="For small datasets: DiffAugment or adaptive (ADA); the paper used none.")
+            size_md = gr.Markdown()
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_classes=["mg-big"])
+                stop = gr.Button("Stop", variant="stop", elem_classes=["mg-big"])
+                resume = gr.Button("Resume selected run", elem_classes=["mg-big"])
+            status = gr.Markdown(elem_classes=["mg-status"])
+        with gr.Column(scale=3):
+            run_sel = gr.Dropdown([], label="Run shown below (and resumed by 'Resume')", allow_custom_value=True)
+            live = gr.HTML()
+            sample = gr.Image(label="Latest sample grid (rows: label combinations; GDGAN: stage 1 | stage 2)",
+                              type="filepath", interactive=False, elem_classes=["mg-pixels"], height=420,
+                              buttons=["fullscreen", "download"])
+            losses = gr.LinePlot(x="step", y="value", color="loss", label="Losses", height=260)
+    runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs in this workspace", interactive=False, wrap=True,
+                        max_height=300)
+    seen = gr.State({})  # per browser tab: what the live panel already shows
+    timer = gr.Timer(TIMER_S)
+
+    def on_form(k: str, p: str):
+        v = preset_values(k, p)
+        return (gr.update(info=MODEL_HELP[k]), gr.update(info=PRESETS[p]["description"]), v["steps"], v["batch_size"],
+                v["seed"], v["lr_g"], v["lr_d"], v["augment"])
+
+    for comp in (kind, preset):
+        comp.change(friendly(on_form), [kind, preset], [kind, preset, steps, batch, seed, lr_g, lr_d, augment],
+                    queue=False, api_visibility="private")
+
+    def size_note() -> str:
+        ds = ctx.dataset
+        if ds is None:
+            return "Image size: no dataset loaded yet (Data tab)."
+        return (f"Image size: **{ds.size}x{ds.size} px**, from the loaded dataset *{html.escape(ds.name)}* "
+                f"({len(ds):,} images). Reload the data at another size in the Data tab to change it.")
+
+    @friendly
+    def on_start(k, p, n_steps, bs, sd, lrg, lrd, aug):
+        ds = ctx.require_dataset()
+        busy = ctx.jobs.active("train")
+        if busy:
+            raise UserError(f"training run {busy[0]['run_id']} is already {busy[0]['status']}: stop it first "
+                            "(or wait for it to finish) before starting another")
+        values = {"steps": n_steps, "batch_size": bs, "seed": sd, "lr_g": lrg, "lr_d": lrd, "augment": aug}
+        for name, v in values.items():
+            if v is None or v == "":
+                raise UserError(f"{name.replace('_', ' ')} is empty: enter a value")
+        train_cfg, model_cfg = make_configs(k, p, image_size=ds.size, **values)
+        run_id, _ = start_training(ctx.jobs, ctx.workspace, ds, train_cfg, model_cfg)
+        gr.Info(f"Training started: {run_id}")
+        ids = [r["run_id"] for r in ctx.list_runs()]
+        return (f"Started **{run_id}** ({k}, preset {p}, {train_cfg.steps} steps). Progress shows on the right.",
+                gr.update(choices=ids, value=run_id), runs_table(ctx))
+
+    start.click(on_start, [kind, preset, steps, batch, seed, lr_g, lr_d, augment], [status, run_sel, runs],
+                concurrency_limit=1, concurrency_id="train-start", api_name="start_training")
+
+    @friendly
+    def on_stop(run_id):
+        active = ctx.jobs.active("train")
+        if not active:
+            raise UserError("no training is running, so there is nothing to stop")
+        job = next((j for j in active if j["run_id"] == run_id), active[0])
+        return ctx.jobs.stop(job["id"]), runs_table(ctx)
+
+    stop.click(on_stop, [run_sel], [status, runs], queue=False, api_name="stop_training")
+
+    @friendly
+    def on_resume(run_id, n_steps):
+        if not run_id:
+            raise UserError("choose a run in 'Run shown below' first")
+        busy = ctx.jobs.active("train")
+        if busy:
+            raise UserError(f"training run {busy[0]['run_id']} is {busy[0]['status']}: stop it or wait before resuming another")
+        resume_training(ctx.jobs, ctx.workspace, run_id, ctx.dataset, steps=int(n_steps) if n_steps else None)
+        return f"Resuming **{run_id}** from its latest checkpoint.", runs_table(ctx)
+
+    resume.click(on_resume, [run_sel, steps], [status, runs], concurrency_limit=1, concurrency_id="train-start",
+                 api_name="resume_training")
+
+    def refresh(run_id: str | None, state: dict):
+        """Timer tick: send only what changed since this tab last looked."""
+        state = dict(state or {})
+        try:
+            if run_id:
+                ctx.run_dir(run_id)
+        except UserError as exc:
+            return f"<p>{html.escape(str(exc))}</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
+        out_live = live_html(ctx, run_id)
+        note = size_note()
+        out_note = note if note != state.get("note") else gr.skip()
+        state["note"] = note
+        if not run_id:
+            return out_live, gr.skip(), gr.skip(), gr.skip(), gr.skip(), out_note, state
+        folder = ctx.workspace.run_dir(run_id)
+        metrics, grid = folder / "metrics.jsonl", folder / "samples" / "latest.png"
+        m_size = metrics.stat().st_size if metrics.exists() else 0
+        g_time = grid.stat().st_mtime_ns if grid.exists() else 0
+        new_run = state.get("run") != run_id
+        out_loss = loss_frame(folder) if new_run or m_size != state.get("m") else gr.skip()
+        out_grid = (str(grid) if g_time else None) if new_run or g_time != state.get("g") else gr.skip()
+        table = runs_table(ctx)
+        key = table.to_json()
+        out_runs = table if key != state.get("t") else gr.skip()
+        ids = list(table["run"])
+        out_sel = gr.update(choices=ids) if ids != state.get("ids") else gr.skip()
+        state.update(run=run_id, m=m_size, g=g_time, t=key, ids=ids)
+        return out_live, out_loss, out_grid, out_runs, out_sel, out_note, state
+
+    live_outputs = [live, losses, sample, runs, run_sel, size_md, seen]
+    timer.tick(refresh, [run_sel, seen], live_outputs, show_progress="hidden", concurrency_limit=None,
+               api_name="train_status")
+    run_sel.change(refresh, [run_sel, seen], live_outputs, show_progress="hidden", api_visibility="private")
+
+    def on_load():
+        """Page (re)load: show the running run, else the newest; the job survives the reload."""
+        table = runs_table(ctx)
+        active = ctx.jobs.active("train")
+        ids = list(table["run"])
+        pick = active[0]["run_id"] if active else (ids[0] if ids else None)
+        return gr.update(choices=ids, value=pick), table, size_note()
+
+    demo.load(on_load, None, [run_sel, runs, size_md], api_visibility="private")
