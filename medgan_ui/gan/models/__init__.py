@@ -1,0 +1,1 @@
+"""Model families implementing medgan_ui.gan.base.GANModel (losses, schedules, EMA, sampling)."""
