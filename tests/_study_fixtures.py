@@ -14,6 +14,10 @@ from PIL import Image, ImageFilter
 
 from medgan_ui.data.imageset import ImageSet
 
+import torch
+
+torch.set_num_threads(1)  # 2 shared cores: thread oversubscription makes the phantom ~5x slower
+
 
 @lru_cache(maxsize=4)
 def demo(n: int = 240, seed: int = 0) -> ImageSet:

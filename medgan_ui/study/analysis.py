@@ -132,15 +132,21 @@ def agreement(rows: list[dict[str, Any]], field: str) -> dict[str, Any]:
             kappa = None
         pairs.append({"readers": [a, b], "n": len(common), "agreement": agree, "cohen_kappa": kappa})
     fleiss = None
-    all_cases = set.intersection(*(set(per[r]) for r in readers)) if len(readers) >= 2 else set()
+    # Fleiss needs the same raters on every case: use the readers who answered every case, so one
+    # reader who has just started does not shrink the table to a handful of cases
+    n_all = len({c for r in readers for c in per[r]})
+    complete = [r for r in readers if len(per[r]) == n_all]
+    used = complete if len(complete) >= 2 else readers
+    all_cases = set.intersection(*(set(per[r]) for r in used)) if len(used) >= 2 else set()
     if all_cases:
-        cats = sorted({v for r in readers for v in per[r].values()})
-        table = np.array([[sum(per[r][c] == cat for r in readers) for cat in cats] for c in sorted(all_cases)])
+        cats = sorted({v for r in used for v in per[r].values()})
+        table = np.array([[sum(per[r][c] == cat for r in used) for cat in cats] for c in sorted(all_cases)])
         k = fleiss_kappa(table)
         fleiss = None if np.isnan(k) else k
     kappas = [p["cohen_kappa"] for p in pairs if p["cohen_kappa"] is not None]
     return {"pairs": pairs, "mean_cohen_kappa": float(np.mean(kappas)) if kappas else None,
-            "fleiss_kappa": fleiss, "fleiss_cases": len(all_cases), "readers": readers}
+            "fleiss_kappa": fleiss, "fleiss_cases": len(all_cases), "fleiss_readers": used if all_cases else [],
+            "readers": readers}
 
 
 def intra_reader(rows: list[dict[str, Any]], repeat_rows: list[dict[str, Any]]) -> dict[str, Any]:
