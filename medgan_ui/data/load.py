@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 
 from medgan_ui.data.imageset import CACHE_VERSION, ImageSet
 from medgan_ui.data.readers import detect_format, get_reader
+from medgan_ui.data.readers.folders import walk_files
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace, atomic_write_json, now_iso
@@ -116,15 +116,10 @@ def rarest_finding(ds: ImageSet) -> str | None:
 # ---- fingerprint ---------------------------------------------------------------------------------
 def source_files(root: Path, opts: ReadOptions, exclude: Path | None = None) -> list[Path]:
     """Every file a reader could read for this source (a superset is fine: it only costs stat calls)."""
-    files: list[Path] = []
     if root.is_file():
-        files.append(root)
-    else:
-        for dirpath, dirnames, filenames in os.walk(root):
-            here = Path(dirpath)
-            # the workspace may live inside the data folder; its own cache must not change the key
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d) != exclude)
-            files += [here / f for f in sorted(filenames) if not f.startswith(".")]
+        files = [root]
+    else:  # the same walk the readers do; a workspace inside the data folder is left out
+        files = [f for f in walk_files(root) if exclude is None or exclude not in f.parents]
     for extra in (opts.csv, opts.labels_csv):
         if extra:
             p = Path(extra).expanduser()

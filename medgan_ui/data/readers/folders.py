@@ -21,6 +21,7 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.preprocess import prepare
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
+from medgan_ui.workspace import DEFAULT_ROOT
 
 NAME = "folders"
 
@@ -35,10 +36,14 @@ def is_image_name(name: str) -> bool:
 
 
 def walk_files(root: Path) -> list[Path]:
-    """Every regular file below root, in a stable order; hidden files and folders are ignored."""
+    """Every regular file below root, in a stable order.
+
+    Hidden files and folders are ignored, and so is a default-named workspace: running
+    `medgan data inspect .` inside a data folder puts ./medgan-workspace there.
+    """
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != DEFAULT_ROOT)
         for name in sorted(filenames):
             if not name.startswith("."):
                 out.append(Path(dirpath) / name)
