@@ -1,0 +1,238 @@
+"""GAN quality metrics: IS (10 splits) with Welch's t-test, FID/KID (torchmetrics) with a real-vs-real
+floor, MS-SSIM diversity within a class, and memorisation (nearest-neighbour SSIM to the training set).
+
+Every result names the feature extractor it used (medgan_ui.evaluate.extractors). Synthetic images
+are generated with labels copied from randomly drawn real training images, so the synthetic set has
+the real label mix and FID compares like with like.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
+from medgan_ui.evaluate import strategies as S
+from medgan_ui.evaluate.extractors import FeatureExtractor, get_extractor
+from medgan_ui.evaluate.stats import welch_t
+from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, write_manifest
+
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10) -> dict[str, Any]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) per chunk, as openai/improved-gan: mean and SD over `splits` chunks."""
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    if len(p) < splits:
+        raise UserError(f"inception score over {splits} splits needs at least {splits} images, got {len(p)}")
+    scores = []
+    for chunk in torch.tensor_split(p, splits):
+        py = chunk.mean(dim=0, keepdim=True)
+        kl = (chunk * (torch.log(chunk.clamp_min(1e-12)) - torch.log(py.clamp_min(1e-12)))).sum(dim=1)
+        scores.append(float(torch.exp(kl.mean())))
+    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "splits": scores}
+
+
+def _batches(images: torch.Tensor, device: torch.device, batch: int = 128):
+    for s in range(0, len(images), batch):
+        yield images[s:s + batch].to(device).unsqueeze(1).float() / 255.0
+
+
+def _device(ext: FeatureExtractor) -> torch.device:
+    return next(ext.parameters()).device
+
+
+@torch.no_grad()
+def fid(ext: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance between features of two uint8 sets [N,H,W] (torchmetrics, custom extractor)."""
+    if len(real) < 2 or len(fake) < 2:
+        raise UserError("FID needs at least 2 images in each set")
+    metric = FrechetInceptionDistance(feature=ext, normalize=False).to(_device(ext))
+    for x in _batches(real, _device(ext)):
+        metric.update(x, real=True)
+    for x in _batches(fake, _device(ext)):
+        metric.update(x, real=False)
+    return float(metric.compute())
+
+
+@torch.no_grad()
+def kid(ext: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, subsets: int = 50) -> dict[str, float]:
+    size = min(1000, len(real), len(fake))
+    with warnings.catch_warnings():  # its "features kept in memory" notice: expected, our sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=ext, subsets=subsets, subset_size=size, normalize=False).to(_device(ext))
+    for x in _batches(real, _device(ext)):
+        metric.update(x, real=True)
+    for x in _batches(fake, _device(ext)):
+        metric.update(x, real=False)
+    mean, sd = metric.compute()
+    return {"mean": float(mean), "sd": float(sd), "subset_size": size}
+
+
+@torch.no_grad()
+def is_of(ext: FeatureExtractor, images: torch.Tensor, splits: int = 10) -> dict[str, Any]:
+    probs = torch.cat([ext.probs(x).cpu() for x in _batches(images, _device(ext))])
+    return inception_score(probs, splits)
+
+
+def real_halves(ds: ImageSet, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two patient-disjoint halves of the real images, for the real-vs-real FID floor."""
+    rng = np.random.default_rng(seed)
+    pats = np.unique(ds.patient_id)
+    first = set(rng.permutation(pats)[: len(pats) // 2].tolist())
+    a = np.array([p in first for p in ds.patient_id])
+    return ds.images[torch.from_numpy(a)], ds.images[torch.from_numpy(~a)]
+
+
+def ms_ssim_settings(size: int) -> dict[str, Any]:
+    """The standard 11-px kernel (else 7, 5, 3) with the most scales torchmetrics accepts at this size.
+
+    torchmetrics needs size // (scales - 1)^2 > kernel - 1, so 64 px images cannot take the standard
+    5 scales x 11 px (that needs ~176 px); we use fewer scales with renormalised betas and say so."""
+    for k in (11, 7, 5, 3):  # keep the standard kernel and drop coarse scales first
+        for scales in range(5, 1, -1):
+            if size >= 2 ** scales and size // max(1, scales - 1) ** 2 > k - 1:
+                b = np.array(MS_SSIM_BETAS[:scales])
+                return {"scales": scales, "kernel_size": k, "betas": tuple(float(v) for v in b / b.sum()),
+                        "standard": scales == 5 and k == 11}
+    raise UserError(f"images of {size} px are too small for MS-SSIM")
+
+
+@torch.no_grad()
+def ms_ssim_diversity(images: torch.Tensor, n_pairs: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Mean MS-SSIM over random pairs of distinct images (lower = more diverse; Odena et al.)."""
+    if len(images) < 2:
+        return {"mean": float("nan"), "pairs": 0}
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(images), n_pairs)
+    j = (i + rng.integers(1, len(images), n_pairs)) % len(images)  # never the same image
+    st = ms_ssim_settings(images.shape[-1])
+    a = images[torch.from_numpy(i)].unsqueeze(1).float() / 255.0
+    b = images[torch.from_numpy(j)].unsqueeze(1).float() / 255.0
+    v = ms_ssim(a, b, data_range=1.0, kernel_size=st["kernel_size"], betas=st["betas"], reduction="none")
+    return {"mean": float(v.mean()), "sd": float(v.std()), "pairs": int(n_pairs), **st}
+
+
+@torch.no_grad()
+def memorisation(fake: torch.Tensor, train: torch.Tensor, candidates: int = 10, chunk: int = 64) -> dict[str, Any]:
+    """Per synthetic image, the highest SSIM to any training image.
+
+    SSIM against every training image is costly, so the `candidates` nearest training images by pixel
+    L2 distance are scored with SSIM (an approximation; labelled in the result)."""
+    t = train.reshape(len(train), -1).float() / 255.0
+    t_sq = (t * t).sum(dim=1)
+    best, nn_index = [], []
+    k = min(candidates, len(train))
+    for s in range(0, len(fake), chunk):
+        f = fake[s:s + chunk].reshape(-1, t.shape[1]).float() / 255.0
+        d = (f * f).sum(dim=1, keepdim=True) - 2 * f @ t.T + t_sq[None]
+        cand = d.topk(k, dim=1, largest=False).indices  # [c, k]
+        a = fake[s:s + chunk].unsqueeze(1).repeat_interleave(k, 0).float() / 255.0
+        b = train[cand.reshape(-1)].unsqueeze(1).float() / 255.0
+        v = ssim(a, b, data_range=1.0, reduction="none").reshape(-1, k)
+        m, arg = v.max(dim=1)
+        best.append(m)
+        nn_index.append(cand.gather(1, arg[:, None])[:, 0])
+    b = torch.cat(best).numpy()
+    return {"mean": float(b.mean()), "max": float(b.max()), "p95": float(np.quantile(b, 0.95)),
+            "frac_above_0.9": float((b > 0.9).mean()), "per_image": [round(float(v), 4) for v in b],
+            "nearest_train_index": torch.cat(nn_index).tolist(),
+            "method": f"max SSIM over the {k} pixel-L2 nearest training images"}
+
+
+def per_class(ds_like_labels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Indices per class (each finding, and No Finding) from a multi-hot [N, F] array."""
+    out = {"No Finding": np.flatnonzero(~ds_like_labels.any(axis=1))}
+    for j, f in enumerate(names):
+        out[f] = np.flatnonzero(ds_like_labels[:, j])
+    return out
+
+
+def evaluate_gan(
+    ws: Workspace, ds: ImageSet, sources: list[str], extractor: str = "domain", n: int = 1000, seed: int = 0,
+    device: str | None = None, on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None, result_id: str | None = None,
+) -> dict[str, Any]:
+    """Metrics for each run (or synthetic set) against the dataset's real training images.
+
+    Writes experiments/<id>/ with metrics.json, manifest.json and the domain extractor (extractor.pt)."""
+    emit = on_progress or (lambda e: None)
+    if not sources:
+        raise UserError("name at least one run (or synthetic set) to evaluate")
+    if n < 10:
+        raise UserError(f"n must be at least 10 (IS uses 10 splits), got {n}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    srcs = [S.open_source(ws, s, device) for s in sources]  # bad ids and schemas fail before any compute
+    for src in srcs:
+        S.check_source(src, ds, [])
+    train = ds.part("train") if ds.split is not None else ds
+    emit({"stage": "extractor", "progress": 0.05, "message": f"feature extractor: {extractor}"})
+    ext = get_extractor(extractor, ds, dev, seed=seed, should_stop=should_stop)
+    rid = result_id or new_id("metrics")
+    out = ws.experiment_dir(rid)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = ext.save(out / "extractor.pt") if hasattr(ext, "save") else None
+    real_a, real_b = real_halves(train, seed)
+    floor = fid(ext, real_a, real_b)
+    real_is = is_of(ext, train.images)
+    det = train.detailed.numpy().astype(bool)
+    real_div = {c: ms_ssim_diversity(train.images[torch.from_numpy(ix)], seed=seed)["mean"]
+                for c, ix in per_class(det, train.findings).items() if len(ix) >= 2}
+    rng = np.random.default_rng(seed)
+    results: dict[str, Any] = {"extractor": ext.name, "extractor_file": str(saved) if saved else None,
+                               "n_real": len(train), "n_per_model": n, "seed": seed,
+                               "real": {"fid_floor": floor, "fid_floor_note": "FID between two patient-disjoint halves "
+                                        "of the real training images (each half is smaller than the real set, so the "
+                                        "floor is slightly pessimistic)", "is": real_is,
+                                        "ms_ssim_by_class": real_div},
+                               "models": {}}
+    for m, src in enumerate(srcs):
+        if should_stop and should_stop():
+            break
+        emit({"stage": "generate", "progress": 0.1 + 0.8 * m / len(srcs), "message": f"{src.ident}: {n} images"})
+        picks = rng.integers(0, len(train), n)
+        findings = [f for f in train.findings if f in src.findings]
+        fake, labels, distinct = S.synthetic_for_picks(src, train, picks, findings, seed + m)
+        emit({"stage": "metrics", "progress": 0.1 + 0.8 * (m + 0.5) / len(srcs), "message": f"{src.ident}: metrics"})
+        div = {c: ms_ssim_diversity(fake[torch.from_numpy(ix)], seed=seed)["mean"]
+               for c, ix in per_class(labels, findings).items() if len(ix) >= 2}
+        results["models"][src.ident] = {
+            "source": src.describe(), "extractor": ext.name, "n": int(len(fake)), "n_distinct": int(distinct),
+            "is": is_of(ext, fake), "fid": fid(ext, train.images, fake), "fid_floor": floor,
+            "kid": kid(ext, train.images, fake), "ms_ssim_by_class": div,
+            "ms_ssim_settings": ms_ssim_settings(ds.size), "memorisation": memorisation(fake, train.images),
+        }
+    ids = list(results["models"])
+    results["welch_is"] = {}
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            results["welch_is"][f"{ids[a]} vs {ids[b]}"] = {
+                **welch_t(results["models"][ids[a]]["is"]["splits"], results["models"][ids[b]]["is"]["splits"]),
+                "extractor": ext.name}
+    atomic_write_json(out / "metrics.json", results)
+    write_manifest(out, kind="gan-metrics", result=rid, sources=sources, extractor=ext.name, n=n, seed=seed,
+                   dataset=ds.name, dataset_fingerprint=ds.fingerprint, finished=now_iso())
+    emit({"stage": "done", "progress": 1.0, "message": f"metrics {rid} written"})
+    return {"id": rid, "dir": str(out), "results": results}
+
+
+def metric_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GAN-metric table for the app and the CLI: one row per model (+ the real floor)."""
+    rows = [{"model": "real (train)", "extractor": results["extractor"], "IS": f"{results['real']['is']['mean']:.3f} ± "
+             f"{results['real']['is']['sd']:.3f}", "FID": None, "FID floor": round(results["real"]["fid_floor"], 3),
+             "KID": None, "mean NN-SSIM": None, "Welch p (IS)": None}]
+    for mid, r in results["models"].items():
+        p = [v["p"] for k, v in results.get("welch_is", {}).items() if k.startswith(mid + " vs")]
+        rows.append({"model": mid, "extractor": r["extractor"], "IS": f"{r['is']['mean']:.3f} ± {r['is']['sd']:.3f}",
+                     "FID": round(r["fid"], 3), "FID floor": round(r["fid_floor"], 3),
+                     "KID": f"{r['kid']['mean']:.4f} ± {r['kid']['sd']:.4f}",
+                     "mean NN-SSIM": round(r["memorisation"]["mean"], 4),
+                     "Welch p (IS)": float(f"{p[0]:.4g}") if p else None})
+    return rows

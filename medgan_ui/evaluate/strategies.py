@@ -1,0 +1,199 @@
+"""Training sets for each augmentation strategy (GDGAN's five variants, PAPERS.md 1.6, plus classic).
+
+Classes for balancing: one per target finding, plus "negative for every target" (GDGAN's no-finding
+folder). All functions return indices into the split's training images; synthetic strategies also
+return extra images with their labels.
+
+* none        - the real training images.
+* classic     - the same images, augmented on the fly (flip/shift/rotate/scale, medgan_ui.data.sampling).
+* undersample - every class drawn without replacement down to the smallest class count.
+* oversample  - every class drawn with replacement up to the largest class count (originals kept).
+* synthetic:ID- real images plus synthetic positives from a run or a synthetic set, until each target's
+                positives reach `ratio` x its negatives (GDGAN: the largest class count) or a count.
+                Each synthetic image copies the general labels and findings of a randomly drawn real
+                positive of the training split, so e.g. sex/view mix matches the real positives.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
+from medgan_ui.workspace import Workspace, read_json
+
+BASE_STRATEGIES = ("none", "classic", "undersample", "oversample")
+
+
+def parse_strategy(s: str) -> tuple[str, list[str]]:
+    """'none' -> ('none', []); 'synthetic:A' -> ('synthetic', ['A']); 'synthetic:A+B+C' -> one id per split."""
+    s = s.strip()
+    if s in BASE_STRATEGIES:
+        return s, []
+    if s.startswith("synthetic:") and len(s) > len("synthetic:"):
+        return "synthetic", [p for p in s[len("synthetic:"):].split("+") if p]
+    raise UserError(f"unknown strategy {s!r}: use {', '.join(BASE_STRATEGIES)} or synthetic:<run or synthetic-set id>")
+
+
+def class_members(y: np.ndarray) -> list[np.ndarray]:
+    """Indices per class: each target's positives, then the images negative for every target."""
+    groups = [np.flatnonzero(y[:, t]) for t in range(y.shape[1])]
+    groups.append(np.flatnonzero(~y.any(axis=1)))
+    return [g for g in groups if len(g)]
+
+
+def undersample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    groups = class_members(y.astype(bool))
+    k = min(len(g) for g in groups)
+    return np.sort(np.concatenate([rng.choice(g, k, replace=False) for g in groups]))
+
+
+def oversample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    groups = class_members(y.astype(bool))
+    k = max(len(g) for g in groups)
+    extra = [rng.choice(g, k - len(g), replace=True) for g in groups if len(g) < k]
+    return np.sort(np.concatenate([np.arange(len(y))] + extra))
+
+
+def synthetic_needs(y: np.ndarray, mode: str, value: float) -> list[int]:
+    """How many synthetic positives each target needs to reach the goal."""
+    out = []
+    for t in range(y.shape[1]):
+        pos = int(y[:, t].sum())
+        goal = value * (len(y) - pos) if mode == "ratio" else value
+        out.append(max(0, int(round(goal)) - pos))
+    return out
+
+
+@dataclass
+class SyntheticSource:
+    """A trained run (images generated on demand) or an exported synthetic set (images read from disk)."""
+
+    ident: str
+    kind: str  # "run" | "set"
+    path: Path
+    image_size: int
+    general_names: list[str]
+    general_values: dict[str, list[str]]
+    findings: list[str]
+    run: Any = None
+    rows: list[dict[str, str]] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.ident, "kind": self.kind, "path": str(self.path), "image_size": self.image_size,
+                "findings": self.findings}
+
+
+def open_source(ws: Workspace, ident: str, device: str | None = None) -> SyntheticSource:
+    """Resolve an id to a run folder (runs/<id>) or a synthetic set (synthetic/<id>)."""
+    run_dir, set_dir = ws.run_dir(ident), ws.synthetic_dir(ident)
+    if (run_dir / "config.json").is_file():
+        from medgan_ui.gan.sampling import load_run
+
+        run = load_run(run_dir, device=device)
+        s = run.schema
+        return SyntheticSource(ident, "run", run_dir, s.image_size, list(s.general_names),
+                               {k: list(v) for k, v in s.general_values.items()}, list(s.findings), run=run)
+    if (set_dir / "labels.csv").is_file():
+        with open(set_dir / "labels.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            raise UserError(f"synthetic set {ident}: labels.csv has no rows")
+        man = read_json(set_dir / "manifest.json") if (set_dir / "manifest.json").is_file() else {}
+        schema = man.get("schema") or {}
+        general = [c for c in rows[0] if c not in ("file", "Finding Labels")]
+        values = schema.get("general_values") or {g: sorted({r[g] for r in rows if r[g]}) for g in general}
+        findings = schema.get("findings") or sorted({f for r in rows for f in r["Finding Labels"].split("|")} - {"No Finding", ""})
+        size = schema.get("image_size")
+        if size is None:
+            with Image.open(set_dir / rows[0]["file"]) as im:
+                size = im.width
+        return SyntheticSource(ident, "set", set_dir, int(size), general, values, list(findings), rows=rows)
+    runs = sorted(p.name for p in ws.runs.iterdir() if p.is_dir())[:10]
+    sets = sorted(p.name for p in ws.synthetic.iterdir() if p.is_dir())[:10]
+    raise UserError(f"synthetic source {ident!r} is neither a run in {ws.runs} nor a synthetic set in {ws.synthetic}; "
+                    f"runs: {runs or 'none'}; synthetic sets: {sets or 'none'}")
+
+
+def check_source(src: SyntheticSource, ds: ImageSet, targets: list[str]) -> None:
+    """A run trained on other labels or another image size cannot top up this dataset."""
+    what = f"synthetic {'run' if src.kind == 'run' else 'set'} {src.ident!r}"
+    if src.image_size != ds.size:
+        raise UserError(f"{what} makes {src.image_size}x{src.image_size} images but dataset {ds.name!r} holds "
+                        f"{ds.size}x{ds.size}; use a run trained at {ds.size} px or reload the data at {src.image_size} px")
+    missing = [t for t in targets if t not in src.findings]
+    if missing:
+        raise UserError(f"{what} was trained on findings {src.findings}, which lack target(s) {missing}")
+    for g in src.general_names:
+        if g not in ds.general_names or src.general_values.get(g) != ds.general_values.get(g):
+            raise UserError(f"{what} uses general label {g!r} with values {src.general_values.get(g)}, but dataset "
+                            f"{ds.name!r} has {ds.general_values.get(g, 'no such label')}: it was trained on other labels")
+
+
+def synthetic_images(
+    src: SyntheticSource, train: ImageSet, targets: list[str], needs: list[int], seed: int
+) -> tuple[torch.Tensor, np.ndarray, int]:
+    """(uint8 images [M,H,W], multi-hot target labels [M,T], number of distinct images) for the needs."""
+    rng = np.random.default_rng(seed)
+    det = train.detailed.numpy().astype(bool)
+    picks = [rng.choice(np.flatnonzero(det[:, train.findings.index(t)]), need, replace=True)
+             for t, need in zip(targets, needs) if need > 0]
+    if not picks:
+        return torch.zeros(0, train.size, train.size, dtype=torch.uint8), np.zeros((0, len(targets)), bool), 0
+    return synthetic_for_picks(src, train, np.concatenate(picks), targets, seed)
+
+
+def synthetic_for_picks(
+    src: SyntheticSource, train: ImageSet, picks: np.ndarray, targets: list[str], seed: int
+) -> tuple[torch.Tensor, np.ndarray, int]:
+    """One synthetic image per picked real image, with that image's general labels and findings."""
+    rng = np.random.default_rng(seed)
+    cells: dict[tuple, int] = {}
+    for i in picks:
+        general = tuple((g, v) for g, v in train.general_label(int(i)).items() if g in src.general_names and v)
+        found = tuple(f for f in train.finding_labels(int(i)) if f in src.findings)
+        cells[(general, found)] = cells.get((general, found), 0) + 1
+    images, labels, distinct = [], [], 0
+    for c, ((general, found), count) in enumerate(sorted(cells.items())):
+        if src.kind == "run":
+            from medgan_ui.gan.sampling import generate
+
+            images.append(generate(src.run, count, dict(general), list(found), seed=seed * 7919 + c).images)
+            distinct += count
+        else:
+            chosen, n_unique = _pick_rows(src, dict(general), found, count, rng)
+            images.append(torch.stack([_read_png(src.path / src.rows[r]["file"], src.image_size) for r in chosen]))
+            distinct += n_unique
+        labels.append(np.tile([t in found for t in targets], (count, 1)).reshape(count, len(targets)))
+    return torch.cat(images), np.concatenate(labels).astype(bool), distinct
+
+
+def _pick_rows(src: SyntheticSource, general: dict[str, str], found: tuple, count: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Rows of a synthetic set with these findings, preferring the same general labels."""
+    rows = src.rows or []
+    labs = [frozenset(r["Finding Labels"].split("|")) - {"No Finding", ""} for r in rows]
+    same = [i for i, r in enumerate(rows) if labs[i] == frozenset(found) and all(r.get(g) == v for g, v in general.items())]
+    pool = same or [i for i in range(len(rows)) if labs[i] == frozenset(found)]
+    pool = pool or [i for i in range(len(rows)) if frozenset(found) <= labs[i]]
+    if not pool:
+        raise UserError(f"synthetic set {src.ident!r} has no image labelled {'|'.join(found)}; export some first")
+    picked = rng.choice(pool, count, replace=count > len(pool))
+    return picked, len(set(picked.tolist()))
+
+
+def _read_png(path: Path, size: int) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"))
+    except OSError as exc:
+        raise UserError(f"synthetic image {path}: cannot read ({exc})") from None
+    if arr.shape != (size, size):
+        raise UserError(f"synthetic image {path} is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
+    return torch.from_numpy(arr.copy())
