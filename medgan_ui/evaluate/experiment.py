@@ -1,0 +1,311 @@
+"""The augmentation-comparison experiment: does synthetic augmentation help the rare-class classifier?
+
+For each of K patient-level splits (seed shared by every strategy, so all strategies see the same
+train/val/test patients and the same classifier initialisation), and each strategy, train a
+classifier with early stopping on validation, pick a threshold on validation (Youden) and score the
+test part. Everything bad about the inputs is checked before the first epoch (`validate`).
+
+Writes experiments/<id>/: config.json, manifest.json, predictions/split<k>-<strategy>.csv,
+results.json, results.csv, roc.png, confusion.png.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
+from medgan_ui.evaluate import strategies as S
+from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
+from medgan_ui.evaluate.results import summarise, write_results
+from medgan_ui.evaluate.train_classifier import TrainSettings, predict, train_classifier
+from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
+
+Progress = Callable[[dict], None]
+PARTS = ("train", "val", "test")
+
+
+@dataclass
+class ExperimentConfig:
+    targets: list[str] = field(default_factory=lambda: ["Cardiomegaly"])
+    strategies: list[str] = field(default_factory=lambda: ["none", "oversample"])
+    # data: "demo" or a path, read with medgan_ui.data.load.load_dataset unless a dataset is passed in
+    data: str = "demo"
+    data_format: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)  # extra ReadOptions (csv, columns, fit, ...)
+    image_size: int = 64
+    classifier: str = "resnet18"
+    width: float = 1.0  # channel multiplier; 1 = the published network
+    init: str = "scratch"  # scratch | imagenet:PATH | segmentation
+    freeze_encoder: bool = False  # segmentation init: train only the head on frozen U-Net features
+    masks_dir: str | None = None  # segmentation init on data without built-in masks
+    seg_epochs: int = 10
+    splits: int = 3
+    fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    seed: int = 0
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    monitor: str = "auc"  # early stopping / model selection on validation AUC (or "loss")
+    synthetic_mode: str = "ratio"  # "ratio": positives reach value x negatives; "count": reach value
+    synthetic_value: float = 1.0
+    n_boot: int = 1000
+    device: str | None = None
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown experiment setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class Plan:
+    """What validate() resolved: the data, the K split arrays, the synthetic sources per strategy."""
+
+    ds: ImageSet
+    splits: list[np.ndarray]
+    sources: dict[str, list[S.SyntheticSource]]
+    masks: tuple[np.ndarray, torch.Tensor, list[str]] | None
+    split_info: list[dict[str, Any]]
+    notes: list[str]
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+
+def load_data(cfg: ExperimentConfig, ws: Workspace) -> ImageSet:
+    from medgan_ui.data.load import load_dataset
+    from medgan_ui.data.readers.base import ReadOptions
+
+    try:
+        opts = ReadOptions(**{"size": cfg.image_size, **cfg.data_options})
+    except TypeError as exc:
+        raise UserError(f"data_options: {exc}") from None
+    return load_dataset(cfg.data, format=cfg.data_format, options=opts, workspace=ws)
+
+
+def _positive_patients(ds: ImageSet, target: str, rows: np.ndarray | None = None) -> int:
+    rows = np.arange(len(ds)) if rows is None else rows
+    on = ds.detailed[torch.as_tensor(rows), ds.findings.index(target)].numpy().astype(bool)
+    return int(len(np.unique(ds.patient_id[rows][on])))
+
+
+def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
+    """Every input problem -> UserError now, never a silent AUC of 0.5 or a crash half-way."""
+    if not cfg.targets:
+        raise UserError("choose at least one target finding")
+    for t in cfg.targets:
+        if t not in ds.findings:
+            raise UserError(f"target finding {t!r} is not in dataset {ds.name!r}; it has {ds.findings}")
+    if len(set(cfg.targets)) != len(cfg.targets):
+        raise UserError(f"target findings repeat: {cfg.targets}")
+    if not cfg.strategies:
+        raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>)")
+    parsed = [S.parse_strategy(s) for s in cfg.strategies]
+    if cfg.classifier not in CLASSIFIERS:
+        raise UserError(f"unknown classifier {cfg.classifier!r}; choose one of {list(CLASSIFIERS)}")
+    kind, weights = parse_init(cfg.init)
+    if kind == "imagenet":
+        check_weights_file(weights or "")
+    for name, lo in (("splits", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1), ("n_boot", 100)):
+        if int(getattr(cfg, name)) < lo:
+            raise UserError(f"{name} must be at least {lo}, got {getattr(cfg, name)}")
+    if cfg.synthetic_mode not in ("ratio", "count") or cfg.synthetic_value <= 0:
+        raise UserError(f"synthetic top-up must be 'ratio' or 'count' with a positive value, got "
+                        f"{cfg.synthetic_mode} {cfg.synthetic_value}")
+    if len(cfg.fractions) != 3 or min(cfg.fractions) <= 0:
+        raise UserError(f"fractions must be three positive numbers (train, val, test), got {cfg.fractions}")
+    n_pat = ds.n_patients()
+    if n_pat < 3 * cfg.splits:
+        raise UserError(f"dataset {ds.name!r} has {n_pat} patients: too few for {cfg.splits} splits into "
+                        f"train/val/test (need at least {3 * cfg.splits}); use fewer splits or more data")
+    for t in cfg.targets:
+        npos = _positive_patients(ds, t)
+        if npos < 3:
+            raise UserError(f"target {t!r} occurs in only {npos} patient(s) of dataset {ds.name!r}; train, "
+                            "validation and test each need at least one positive patient")
+    from medgan_ui.data.split import k_splits
+
+    stratify = min(cfg.targets, key=lambda t: _positive_patients(ds, t))
+    splits = k_splits(ds, cfg.splits, stratify, tuple(cfg.fractions), cfg.seed)
+    info = []
+    for k, sp in enumerate(splits):
+        row: dict[str, Any] = {"split": k}
+        for p, part in enumerate(PARTS):
+            rows = np.flatnonzero(sp == p)
+            row[part] = {"images": int(len(rows)), "patients": int(len(np.unique(ds.patient_id[rows])))}
+            for t in cfg.targets:
+                pos = int(ds.detailed[torch.as_tensor(rows), ds.findings.index(t)].sum()) if len(rows) else 0
+                row[part][t] = pos
+                if pos == 0 or pos == len(rows):
+                    what = "positive" if pos == 0 else "negative"
+                    raise UserError(
+                        f"split {k}: the {part} part has no {what} image of {t!r} ({len(rows)} images); the dataset "
+                        f"has {_positive_patients(ds, t)} patients with {t}. Use fewer splits, other fractions "
+                        f"({cfg.fractions}) or a more common finding")
+        info.append(row)
+    sources: dict[str, list[S.SyntheticSource]] = {}
+    notes: list[str] = []
+    for spec, (name, ids) in zip(cfg.strategies, parsed):
+        if name != "synthetic":
+            continue
+        if len(ids) not in (1, cfg.splits):
+            raise UserError(f"strategy {spec!r}: give one id, or one per split ({cfg.splits}) joined by '+'")
+        srcs = [S.open_source(ws, i, cfg.device) for i in ids]
+        for src in srcs:
+            S.check_source(src, ds, cfg.targets)
+        sources[spec] = srcs * cfg.splits if len(srcs) == 1 else srcs
+        if len(srcs) == 1:
+            notes.append(f"{spec}: one synthetic source for all {cfg.splits} splits; if it was trained on images of "
+                         "patients that are in a split's test part, that split flatters the synthetic strategy. "
+                         "For a strict comparison give one run per split trained on that split's train part "
+                         "(synthetic:ID0+ID1+...).")
+    masks = None
+    if kind == "segmentation":
+        if cfg.masks_dir:
+            from medgan_ui.evaluate.segmentation import load_mask_folder
+
+            masks = load_mask_folder(ds, cfg.masks_dir)
+        elif ds.masks is not None:
+            masks = (np.arange(len(ds)), ds.masks, list(ds.mask_names))
+        else:
+            raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
+                            "(PNG per image, named like the image file, one sub-folder per structure)")
+    return Plan(ds, splits, sources, masks, info, notes)
+
+
+def _classic_augment() -> Callable:
+    from medgan_ui.data.sampling import classic_augment
+
+    return classic_augment
+
+
+def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | None = None,
+                   on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                   *, dataset: ImageSet | None = None, exp_id: str | None = None) -> dict[str, Any]:
+    """Run the whole comparison; returns {"id", "dir", "status", "results"} (results as in results.json)."""
+    cfg = ExperimentConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    emit = on_progress or (lambda e: None)
+    stop = should_stop or (lambda: False)
+    emit({"stage": "validate", "progress": 0.0, "message": "checking inputs"})
+    ds = dataset if dataset is not None else load_data(cfg, ws)
+    plan = validate(cfg, ws, ds)
+    exp_id = exp_id or new_id("exp")
+    out = ws.experiment_dir(exp_id)
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    started = now_iso()
+    atomic_write_json(out / "config.json", asdict(cfg))
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tidx = [ds.findings.index(t) for t in cfg.targets]
+    labels = ds.detailed[:, tidx].numpy().astype(bool)
+    records: list[dict[str, Any]] = []
+    n_jobs = cfg.splits * len(cfg.strategies)
+    status = "done"
+    for k, sp in enumerate(plan.splits):
+        part = {p: np.flatnonzero(sp == i) for i, p in enumerate(PARTS)}
+        for j, spec in enumerate(cfg.strategies):
+            if stop():
+                status = "stopped"
+                break
+            job = k * len(cfg.strategies) + j
+            base = {"split": k, "strategy": spec}
+            emit({**base, "stage": "prepare", "epoch": 0, "progress": job / n_jobs,
+                  "message": f"split {k + 1}/{cfg.splits}, {spec}: building the training set"})
+            rec = _one(cfg, plan, ds, labels, part, k, spec, device,
+                       lambda e, job=job, base=base: emit({**base, "stage": "train", "epoch": e["epoch"],
+                                                           "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
+                                                           "message": f"split {k + 1}/{cfg.splits}, {spec}: epoch "
+                                                                      f"{e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
+                       stop)
+            _write_predictions(out / "predictions" / f"split{k}-{_slug(spec)}.csv", ds, cfg.targets, part, rec)
+            records.append(rec)
+        if status == "stopped":
+            break
+    emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
+    results = summarise(cfg, records, plan.split_info, plan.notes, status)
+    write_results(out, results)
+    write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
+                   dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
+                   status=status, sources={s: [x.describe() for x in v[:1]] for s, v in plan.sources.items()})
+    emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id} {status}"})
+    return {"id": exp_id, "dir": str(out), "status": status, "results": results}
+
+
+def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, part: dict[str, np.ndarray],
+         k: int, spec: str, device: torch.device, on_epoch: Callable, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Train and score one (split, strategy)."""
+    t0 = time.perf_counter()
+    name, _ = S.parse_strategy(spec)
+    seed = cfg.seed * 1000 + k  # the same for every strategy of split k
+    rng = np.random.default_rng(seed)
+    tr = part["train"]
+    y_tr = labels[tr]
+    if name == "undersample":
+        idx = tr[S.undersample(y_tr, rng)]
+    elif name == "oversample":
+        idx = tr[S.oversample(y_tr, rng)]
+    else:
+        idx = tr
+    x_train, y_train = ds.images[torch.as_tensor(idx)], labels[idx]
+    n_synth = n_distinct = 0
+    if name == "synthetic":
+        src = plan.sources[spec][k]
+        needs = S.synthetic_needs(y_tr, cfg.synthetic_mode, cfg.synthetic_value)
+        xs, ys, n_distinct = S.synthetic_images(src, ds.subset(tr), cfg.targets, needs, seed)
+        x_train, y_train, n_synth = torch.cat([x_train, xs]), np.concatenate([y_train, ys]), len(xs)
+    torch.manual_seed(seed)  # same initial weights for every strategy of this split
+    model = build_classifier(cfg.classifier, len(cfg.targets), ds.size, cfg.width, cfg.init).to(device)
+    model.set_mean_image(ds.images[torch.as_tensor(tr)].to(device).unsqueeze(1).float() / 255.0)
+    seg = None
+    if cfg.init == "segmentation" and plan.masks is not None:
+        from medgan_ui.evaluate.segmentation import pretrain_segmentation
+
+        m_idx, m, _ = plan.masks
+        keep = np.isin(m_idx, tr)  # only training-part images: the test part must not shape features
+        if keep.sum() < 2:
+            raise UserError(f"split {k}: fewer than 2 training images have masks; segmentation init needs more")
+        seg = pretrain_segmentation(model, ds.images[torch.as_tensor(m_idx[keep])], m[torch.as_tensor(np.flatnonzero(keep))],
+                                    epochs=cfg.seg_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                                    device=device, freeze=cfg.freeze_encoder, should_stop=stop)
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed)
+    va, te = part["val"], part["test"]
+    res = train_classifier(model, x_train, torch.from_numpy(y_train.astype(np.float32)),
+                           ds.images[torch.as_tensor(va)], torch.from_numpy(labels[va].astype(np.float32)),
+                           settings, augment=_classic_augment() if name == "classic" else None,
+                           on_epoch=on_epoch, should_stop=stop)
+    return {
+        "split": k, "strategy": spec, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
+        "n_synthetic_distinct": int(n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
+        "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
+        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]),
+    }
+
+
+def _write_predictions(path: Path, ds: ImageSet, targets: list[str], part: dict[str, np.ndarray], rec: dict) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["part", "index", "patient_id", "source", *[f"y_{t}" for t in targets], *[f"p_{t}" for t in targets]])
+    for pname, y, p in (("val", rec["y_val"], rec["p_val"]), ("test", rec["y_test"], rec["p_test"])):
+        for r, i in enumerate(part[pname]):
+            w.writerow([pname, int(i), ds.patient_id[i], ds.source[i], *y[r].astype(int).tolist(),
+                        *[f"{v:.6g}" for v in p[r]]])
+    atomic_write_text(path, buf.getvalue())
