@@ -56,3 +56,101 @@ def make_study(workspace, name: str = "Test study", real_per_class: int = 4, syn
                       real_per_class=real_per_class, synthetic_per_class=synthetic_per_class,
                       repeats=repeats, score_kind=score_kind, seed=3)
     return create_study(workspace, cfg, real=demo())
+
+
+# ---- a real server process ---------------------------------------------------------------------------
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, admin_password: str | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m medgan_ui.ui.study_server` on a free localhost port; returns (process, base URL) once it answers."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "medgan_ui.ui.study_server", "--workspace", str(root), "--port", str(port)]
+    if admin_password:
+        cmd += ["--admin-password", admin_password]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+    log = open(Path(root) / f"server-{port}.log", "ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1])
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(Path(root) / f'server-{port}.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(base + "/config", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not start in 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def gradio_config(base: str) -> dict:
+    return httpx.get(base + "/config", timeout=10).json()
+
+
+def find_dependency(config: dict, button_label: str) -> int:
+    """fn_index of the click handler of the button with this label."""
+    comps = {c["id"]: c for c in config["components"]}
+    for d in config["dependencies"]:
+        for target, event in d["targets"]:
+            if event == "click" and comps.get(target, {}).get("props", {}).get("value") == button_label:
+                return d["id"]
+    raise KeyError(button_label)
+
+
+def gradio_call(base: str, fn_index: int, data: list, session_hash: str | None = None) -> dict:
+    """Call a Gradio event handler the way a script could, bypassing the page: queue/join + SSE."""
+    session_hash = session_hash or secrets.token_hex(8)
+    with httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
+                                                   "event_data": None, "trigger_id": None})
+        if r.status_code != 200:
+            return {"status": r.status_code, "body": r.text}
+        with c.stream("GET", "/gradio_api/queue/data", params={"session_hash": session_hash}) as s:
+            for line in s.iter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("msg") == "process_completed":
+                        return msg
+    return {}
+
+
+def tiny_study(workspace, n_real: int = 25, n_syn: int = 25, name: str = "tiny", findings=("Nodule", "No Finding"),
+               seed: int = 0) -> tuple[str, str]:
+    """A study straight through the store (no phantom): random-texture cases, encoded as the design does."""
+    from medgan_ui.study.design import encode_png
+    from medgan_ui.study.store import CaseInput, StudyStore
+
+    rng = np.random.default_rng(seed)
+    cases = [CaseInput("real" if i < n_real else "synthetic", f"src/{i}.png",
+                       {"findings": ["Nodule"] if i % 2 else [], "class": "Nodule" if i % 2 else "No Finding",
+                        "source_name": "real:test" if i < n_real else "synthetic:test"},
+                       encode_png(rng.integers(0, 256, (32, 32), dtype=np.uint8), 32))
+             for i in range(n_real + n_syn)]
+    settings = {"findings": list(findings), "score_kind": "confidence", "ask_finding": True, "seed": seed, "size": 32}
+    return StudyStore(workspace.studies_db).create_study(name, settings, cases)
