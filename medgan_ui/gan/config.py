@@ -211,8 +211,9 @@ def validate(train: TrainConfig, model: Any) -> None:
         raise UserError(f"model {kind!r} is unknown; choose one of {list(MODEL_KINDS)}")
     if train.steps <= 0:
         raise UserError(f"steps must be at least 1 (got {train.steps})")
-    if train.batch_size <= 0:
-        raise UserError(f"batch_size must be at least 1 (got {train.batch_size})")
+    if train.batch_size < 2:
+        raise UserError(f"batch_size must be at least 2: batch norm and the minibatch-stddev layer need a batch "
+                        f"(got {train.batch_size})")
     for name in ("sample_every", "checkpoint_every", "log_every", "n_sample_grid"):
         if getattr(train, name) <= 0:
             raise UserError(f"{name} must be at least 1 (got {getattr(train, name)})")

@@ -128,8 +128,7 @@ class GDGAN(GANFamily):
 
             out = self._adversarial(gen, "d2", "g2", real, y2, None, (cfg.d2_aux_fake, cfg.d2_aux_real, cfg.g2_aux),
                                     g_extra, d_extra, update_g, reuse)
-        out["stage"] = torch.tensor(float(stage))
-        return out
+        return out  # the stage itself is the `stage` attribute, which the engine logs
 
     def _adversarial(self, gen: Callable[[], torch.Tensor], d_name: str, g_name: str, real: torch.Tensor,
                      y: torch.Tensor, mask: torch.Tensor | None, w: tuple[float, float, float],
