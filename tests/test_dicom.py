@@ -98,7 +98,9 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path):
     write_dcm(tmp_path / "multi.dcm", np.stack([a, a, a]), frames=3)
     write_dcm(tmp_path / "lossless.dcm", a, syntax=JPEGLosslessSV1,
               pixel_data=encapsulate([b"\xff\xd8\xff\xc3 not really a jpeg \xff\xd9"]))
-    (tmp_path / "readme.txt").write_text("exported from PACS")
+    (tmp_path / "readme.txt").write_text("exported from PACS")  # documentation: ignored silently
+    (tmp_path / "IM0001").write_text("a text file without extension")
+    Image.fromarray(a).save(tmp_path / "preview.png")
     (tmp_path / "empty.dcm").write_bytes(b"")
     ds = dicom.read(tmp_path, ReadOptions())
     assert len(ds) == 1
@@ -106,7 +108,8 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path):
     assert "no pixel data" in reasons["nopixels.dcm"]
     assert "multi-frame" in reasons["multi.dcm"] and "3 frames" in reasons["multi.dcm"]
     assert "JPEG Lossless" in reasons["lossless.dcm"] and "cannot be decoded" in reasons["lossless.dcm"]
-    assert "not a DICOM file" in reasons["readme.txt"]
+    assert "not a DICOM file" in reasons["IM0001"] and "readme.txt" not in reasons
+    assert "ordinary image" in reasons["preview.png"]
     assert "empty" in reasons["empty.dcm"]
 
 

@@ -227,3 +227,56 @@ def test_detection_and_unknown_format(tmp_path):
         get_reader("jpeg")
     with pytest.raises(UserError, match="16 to 256"):
         ReadOptions(size=512)
+
+
+def test_csv_paths_with_repeated_file_names_chexpert_style(tmp_path):
+    root = tmp_path / "CheXpert-v1.0-small"
+    for p in ("patient1/study1", "patient2/study1", "patient2/study2"):
+        _write_images(root / "train" / p, ["view1_frontal.jpg"])
+    (root / "train.csv").write_text(
+        "Path,Sex,Frontal/Lateral,Cardiomegaly\n"
+        "CheXpert-v1.0-small/train/patient1/study1/view1_frontal.jpg,Male,Frontal,1.0\n"
+        "CheXpert-v1.0-small/train/patient2/study1/view1_frontal.jpg,Female,Frontal,0.0\n"
+        "CheXpert-v1.0-small/train/patient2/study2/view1_frontal.jpg,Female,Frontal,\n"
+        "CheXpert-v1.0-small/train/patient3/study1/view1_frontal.jpg,Female,Frontal,1.0\n")
+    opts = ReadOptions(image_column="Path", general_columns=["Sex"], finding_columns=["Cardiomegaly"])
+    ds = READERS["csv"].read(root, opts)
+    assert len(ds) == 3 and opts.report.missing_images == 1 and opts.report.skipped == []
+    assert ds.detailed[:, 0].tolist() == [1, 0, 0]
+    assert [p.split("/")[2] for p in ds.patient_id] == ["patient1", "patient2", "patient2"]
+    assert len(set(ds.patient_id)) == 3  # default id: the entry without extension, unique per image
+
+
+def test_csv_entries_without_extension_isic_style(tmp_path):
+    _write_images(tmp_path / "images", ["ISIC_001.jpg", "ISIC_002.jpg"])
+    (tmp_path / "GroundTruth.csv").write_text("image,MEL,NV\nISIC_001,1.0,0.0\nISIC_002,0.0,1.0\n")
+    opts = ReadOptions(image_column="image", finding_columns=["MEL", "NV"])
+    assert detect_format(tmp_path) == "csv"
+    ds = READERS["csv"].read(tmp_path, opts)
+    assert ds.detailed.tolist() == [[1, 0], [0, 1]] and list(ds.patient_id) == ["ISIC_001", "ISIC_002"]
+
+
+def test_class_folders_inside_train_val_test_keep_that_split(tmp_path):
+    for part, n in (("train", 3), ("val", 1), ("test", 2)):
+        _write_images(tmp_path / part / "PNEUMONIA", [f"{part}_p{i}.jpeg" for i in range(n)])
+        _write_images(tmp_path / part / "NORMAL", [f"{part}_n{i}.jpeg" for i in range(n)])
+    _write_images(tmp_path / "__MACOSX" / "train" / "NORMAL", ["._junk.jpeg"])
+    assert detect_format(tmp_path) == "folders"
+    opts = ReadOptions()
+    ds = READERS["folders"].read(tmp_path, opts)
+    assert len(ds) == 12 and np.bincount(ds.split).tolist() == [6, 2, 4]
+    assert ds.findings == ["PNEUMONIA"] and int(ds.detailed.sum()) == 6 and opts.report.skipped == []
+
+
+def test_class_folders_skip_mask_folders_and_report_archives(tmp_path):
+    _write_images(tmp_path / "COVID" / "images", ["c1.png", "c2.png"])
+    _write_images(tmp_path / "COVID" / "masks", ["c1.png", "c2.png"])
+    _write_images(tmp_path / "Normal" / "images", ["n1.png"])
+    (tmp_path / "COVID.metadata.xlsx").write_bytes(b"PK")
+    (tmp_path / "images_002.tar.gz").write_bytes(b"\x1f\x8b")
+    opts = ReadOptions()
+    ds = READERS["folders"].read(tmp_path, opts)
+    assert len(ds) == 3 and ds.findings == ["COVID"]
+    reasons = {str(Path(s.path).relative_to(tmp_path)): s.reason for s in opts.report.skipped}
+    assert set(reasons) == {"COVID/masks/c1.png", "COVID/masks/c2.png", "images_002.tar.gz"}
+    assert "mask" in reasons["COVID/masks/c1.png"] and "unpack" in reasons["images_002.tar.gz"]

@@ -63,7 +63,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         with open_text(path) as fh:
             reader = csv.reader(fh)
             header = [c.strip() for c in next(reader, [])]
-            rows = [{h: (v.strip() if i < len(row) else "") for i, (h, v) in enumerate(zip(header, row))} for row in reader]
+            rows = [{h: v.strip() for h, v in zip(header, row)} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read labels CSV {path}: {exc}") from None
     if not header:
@@ -195,31 +195,41 @@ class TableSpec:
 def read_table_folder(root: Path, csv_path: Path, spec: TableSpec, opts: ReadOptions) -> ImageSet:
     """Walk the folder once, stream the CSV once (only matching rows are kept), decode the images."""
     report = opts.report
-    found = folders.walk_images(root, report, exclude={csv_path})
+    index = folders.ImageIndex(root, report, exclude={csv_path})
     header = read_header(csv_path)
     require_columns(csv_path, header, spec.columns())
     pos = {c: i for i, c in enumerate(header)}
     key = pos[spec.image_column]
-    matched: dict[str, list[str]] = {}
+    matched: dict[Path, tuple[str, list[str]]] = {}  # file -> (CSV entry, row), in CSV order
+    duplicates: set[Path] = set()
+    repeated_rows = 0
     try:
         with open_text(csv_path) as fh:
             reader = csv.reader(fh)
             next(reader)
             for row in reader:
-                if len(row) <= key or not row[key].strip():
+                entry = row[key].strip() if len(row) > key else ""
+                if not entry:
                     continue
-                name = Path(row[key].strip()).name
-                if name not in found:
-                    report.missing(name)
-                elif name in matched:
-                    report.notes.append(f"{csv_path.name}: second row for {name} ignored (first row kept)")
+                hits = index.find(entry)
+                if not hits:
+                    report.missing(entry)
+                    continue
+                for dup in hits[1:]:  # same name in two folders: the first one found is used
+                    if dup not in duplicates:
+                        duplicates.add(dup)
+                        report.skip(dup, f"duplicate image name: {dup.name} was already read from {hits[0]}")
+                if hits[0] in matched:
+                    repeated_rows += 1
                 else:
-                    matched[name] = row
+                    matched[hits[0]] = (entry, row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read labels CSV {csv_path}: {exc}") from None
-    for name, path in found.items():
-        if name not in matched:
-            report.skip(path, f"no row for {name} in {csv_path.name}")
+    if repeated_rows:
+        report.notes.append(f"{csv_path.name}: {repeated_rows} rows repeat an image already listed (first row kept)")
+    for path in index.files:
+        if path not in matched and path not in duplicates:
+            report.skip(path, f"no row for {path.name} in {csv_path.name}")
 
     def cell(row: list[str], column: str) -> str:
         i = pos[column]
@@ -229,17 +239,17 @@ def read_table_folder(root: Path, csv_path: Path, spec: TableSpec, opts: ReadOpt
     general: dict[str, list[str | None]] = {name: [] for name in spec.general}
     if spec.age_column:
         general["age_band"] = []
-    for name, row in matched.items():
-        finding_set = _row_findings(row, spec, cell, found[name], report)
+    for path, (entry, row) in matched.items():
+        finding_set = _row_findings(row, spec, cell, path, report)
         if finding_set is None:
             continue
-        arr = folders.load_image(found[name], opts)
+        arr = folders.load_image(path, opts)
         if arr is None:
             continue
         images.append(arr)
         sets.append(finding_set)
-        pids.append(cell(row, spec.patient_column) if spec.patient_column else Path(name).stem)
-        sources.append(str(found[name]))
+        pids.append(cell(row, spec.patient_column) if spec.patient_column else _entry_id(entry))
+        sources.append(str(path))
         for label, column in spec.general.items():
             general[label].append(cell(row, column))
         if spec.age_column:
@@ -251,6 +261,13 @@ def read_table_folder(root: Path, csv_path: Path, spec: TableSpec, opts: ReadOpt
         known["age_band"] = AGE_BANDS
     explicit = list(spec.finding_columns) if spec.finding_columns else None
     return make_imageset(images, general, sets, pids, sources, report, known=known, findings=explicit)
+
+
+def _entry_id(entry: str) -> str:
+    """Default patient id: the CSV entry without its image extension (unique even when file names
+    repeat in different folders, as in CheXpert's patient/study/view1_frontal.jpg)."""
+    entry = entry.replace("\\", "/").strip("/")
+    return entry.rsplit(".", 1)[0] if folders.is_image_name(entry) else entry
 
 
 def _row_findings(row, spec: TableSpec, cell, path: Path, report: Report) -> set[str] | None:
@@ -277,7 +294,7 @@ def detect(path: Path) -> bool:
 
 
 def read(path: Path, opts: ReadOptions) -> ImageSet:
-    root = Path(path)
+    root = Path(path).resolve()
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: the CSV + folder format needs a folder of images")
     if opts.csv:

@@ -68,7 +68,8 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
     base = root.parent if root.is_file() else root
     report = opts.report
     labels = _LabelTable(base, opts) if opts.labels_csv else None
-    by_folder = labels is None and bool(files) and all(len(f.relative_to(base).parts) == 2 for f in files)
+    candidates = [f for f in files if not _not_dicom_reason(f, base)[0]]
+    by_folder = labels is None and bool(candidates) and all(len(f.relative_to(base).parts) == 2 for f in candidates)
     if labels is None:
         report.notes.append(
             "findings from sub-folder names" if by_folder else "no labels CSV and no class sub-folders: no findings"
@@ -80,7 +81,10 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
     for file in files:
         if labels is not None and file == labels.path:
             continue
-        if file.suffix.lower() in folders.COMPANION_EXTS:
+        excluded, reason = _not_dicom_reason(file, base)
+        if excluded:
+            if reason:
+                report.skip(file, reason)
             continue
         ds = _read_header(pydicom, file, report)
         if ds is None:
@@ -112,6 +116,15 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
         raise folders.empty_error(base, report, "DICOM images")
     known = {"sex": ["F", "M"], "view": ["AP", "PA"], "age_band": csv_folder.AGE_BANDS}
     return csv_folder.make_imageset(images, general, sets, pids, sources, report, known=known)
+
+
+def _not_dicom_reason(file: Path, base: Path) -> tuple[bool, str | None]:
+    """(excluded, reason) for files known not to be DICOM by name: documents, tables, ordinary images."""
+    if folders.is_image_name(file.name):
+        return True, "not a DICOM file (an ordinary image: use the folders or csv format for these)"
+    if file.suffix.lower() in folders.DOC_EXTS:
+        return True, folders.non_image_reason(file, base)
+    return False, None
 
 
 def _read_header(pydicom: Any, file: Path, report: Report) -> Any | None:
