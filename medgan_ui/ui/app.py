@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,20 @@ def launch_options() -> dict[str, Any]:
     }
 
 
+def _warm_imports() -> None:
+    """Import the heavy libraries of the first clicks (charts, SSIM) in the background at start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import torchmetrics.functional.image  # noqa: F401
+
+
 def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
           auth: list[tuple[str, str]] | None = None, share: bool = False,
           prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
     """Build and launch; with prevent_thread_lock the call returns at once (tests, benchmarks)."""
+    threading.Thread(target=_warm_imports, name="medgan-warm-imports", daemon=True).start()
     demo = build_app(ctx)
     # several people may use one server: let events of different users run side by side
     demo.queue(default_concurrency_limit=8)

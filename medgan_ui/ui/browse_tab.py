@@ -107,24 +107,29 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         run = gr.Dropdown([], value=None, label="Run", info="Runs with at least one checkpoint.", allow_custom_value=True)
         ckpt = gr.Dropdown(["latest"], value="latest", label="Checkpoint", allow_custom_value=True)
-        refresh = gr.Button("Refresh runs", size="sm")
-    run_info = gr.Markdown("No trained run yet: start one in the **Train** tab; it shows here after its first checkpoint.")
+        refresh = gr.Button("Refresh runs", size="sm", elem_id="mg-refresh-runs")
+    run_info = gr.Markdown(elem_id="mg-run-info", value="No trained run yet: start one in the **Train** tab; it shows here after its first checkpoint.")
     with gr.Row():
-        general = [gr.Dropdown([ANY], value=ANY, label=f"general {i}", visible=False, min_width=120) for i in range(MAX_GENERAL)]
-        findings = gr.Dropdown([], value=[], multiselect=True, label="Findings (none = No Finding)", scale=2)
+        # custom values allowed: the run's LabelSchema checks names and lists what exists
+        general = [gr.Dropdown([ANY], value=ANY, label=f"general {i}", visible=False, min_width=120,
+                               elem_id=f"mg-general-{i}",
+                               allow_custom_value=True) for i in range(MAX_GENERAL)]
+        findings = gr.Dropdown([], value=[], multiselect=True, label="Findings (none = No Finding)", scale=2, elem_id="mg-findings",
+                               allow_custom_value=True)
     with gr.Row():
         n_img = gr.Slider(1, 64, value=16, step=1, label="Images")
         seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.")
-        gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"])
+        gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"], elem_id="mg-generate")
         more_btn = gr.Button("More (next seed)", elem_classes=["mg-big"])
     gallery = gr.Gallery(label="Synthetic images (click one to find its nearest real training images)", columns=8,
                          height="auto", object_fit="contain", format="png", elem_classes=["mg-pixels"],
-                         interactive=False, allow_preview=False)
+                         interactive=False, allow_preview=False, elem_id="mg-gallery")
     shown = gr.State(None)  # {"images": uint8 [n,H,W], "captions": [...]} of this browser tab
     with gr.Accordion("Memorisation check: nearest real training images", open=True):
-        nn_note = gr.Markdown("Click a synthetic image above.")
+        nn_note = gr.Markdown("Click a synthetic image above.", elem_id="mg-nn-note")
         nn_gallery = gr.Gallery(columns=6, height="auto", object_fit="contain", format="png",
-                                elem_classes=["mg-pixels"], interactive=False, allow_preview=False, show_label=False)
+                                elem_classes=["mg-pixels"], interactive=False, allow_preview=False, show_label=False,
+                                elem_id="mg-nn-gallery")
     with gr.Accordion("Export a synthetic set to top up rare label cells", open=False):
         with gr.Row():
             target = gr.Number(100, label="Target images per cell", precision=0,

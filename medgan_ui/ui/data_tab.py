@@ -205,7 +205,7 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
             fmt = gr.Dropdown(_format_choices(), value="auto", label="Format",
                               info="'auto' detects it from the file names; pick one if detection guesses wrong.")
             with gr.Row():
-                size = gr.Dropdown(SIZES, value=64, label="Image size (px)", info="Images are resized to a square of this size.")
+                size = gr.Dropdown(SIZES, value=64, label="Image size (px)", elem_id="mg-size", info="Images are resized to a square of this size.")
                 fit = gr.Radio(["crop", "pad"], value="crop", label="Fit", info="Non-square images: centre crop or pad.")
     with gr.Accordion("Column mapping (generic CSV + image folder)", open=False):
         gr.Markdown("Only for the generic `csv` format: say which CSV columns hold what. Leave blank to let the reader guess.")
@@ -220,12 +220,13 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
             finding_col = gr.Dropdown([], label="Findings column (one column, joined)", allow_custom_value=True)
             finding_sep = gr.Textbox(value="|", label="Separator between findings", max_lines=1)
             finding_cols = gr.Dropdown([], label="...or one 0/1 column per finding", multiselect=True, allow_custom_value=True)
-    load_btn = gr.Button("Load dataset", variant="primary", elem_classes=["mg-big"])
-    status = gr.Markdown(elem_classes=["mg-status"])
+    load_btn = gr.Button("Load dataset", variant="primary", elem_classes=["mg-big"], elem_id="mg-load")
+    status = gr.Markdown(elem_classes=["mg-status"], elem_id="mg-data-status")
 
-    info = gr.Markdown()
+    info = gr.Markdown(elem_id="mg-data-info")
     preview = gr.Gallery(label="Preview (rare findings first)", columns=8, height="auto", object_fit="contain",
-                         format="png", allow_preview=True, elem_classes=["mg-pixels"], interactive=False)
+                         format="png", allow_preview=True, elem_classes=["mg-pixels"], interactive=False,
+                         elem_id="mg-preview")
     with gr.Row():
         with gr.Column(scale=3):
             counts = gr.Dataframe(label="Counts: general label x finding", interactive=False, wrap=True)

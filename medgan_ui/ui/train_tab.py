@@ -7,6 +7,7 @@ gr.skip() for what did not change, so clicks stay fast while a job trains.
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,39 @@ def runs_table(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def loss_frame(run_dir: Path) -> pd.DataFrame:
-    """metrics.jsonl -> long table (step, loss name, value) for gr.LinePlot."""
+def loss_figure(run_dir: Path):
+    """Small multiples from metrics.jsonl: one panel per loss, each on its own scale (a critic loss
+    of 150 next to an auxiliary loss of 0.7 would flatten one of them on a shared axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     from medgan_ui.gan.runs import read_metrics
 
-    rows = [(m["step"], name, float(v)) for m in read_metrics(run_dir / "metrics.jsonl")
-            for name, v in (m.get("losses") or {}).items() if v is not None]
-    return pd.DataFrame(rows, columns=["step", "loss", "value"])
+    lines = read_metrics(run_dir / "metrics.jsonl")
+    names = sorted({k for m in lines for k, v in (m.get("losses") or {}).items() if v is not None})
+    if not names:
+        return None
+    cols = min(4, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.55 * rows + 0.3), dpi=90, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        pts = [(m["step"], m["losses"][name]) for m in lines if (m.get("losses") or {}).get(name) is not None]
+        x, y = np.array(pts, dtype=float).T
+        ax.plot(x, y, color="#9ec9d6", lw=0.8)
+        if len(y) > 5:  # a running mean shows the trend through GAN noise
+            k = max(2, len(y) // 20)
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color="#0f5e78", lw=1.4)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout(pad=0.4)
+    plt.close(fig)
+    return fig
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -92,9 +119,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         with gr.Column(scale=2):
             with gr.Row():
                 kind = gr.Dropdown(list(MODEL_KINDS), value=kind0, label="Model", info=MODEL_HELP[kind0])
-                preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", info=PRESETS[preset0]["description"])
+                preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", info=PRESETS[preset0]["description"],
+                                     elem_id="mg-preset")
             with gr.Row():
-                steps = gr.Number(v0["steps"], label="Steps", precision=0, info="Optimisation steps in total (GDGAN: both stages).")
+                steps = gr.Number(v0["steps"], label="Steps", precision=0, elem_id="mg-steps", info="Optimisation steps in total (GDGAN: both stages).")
                 batch = gr.Number(v0["batch_size"], label="Batch size", precision=0, info="Images per step.")
                 seed = gr.Number(v0["seed"], label="Seed", precision=0, info="Same seed + same data = same run.")
             with gr.Row():
@@ -104,17 +132,17 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                       info="For small datasets: DiffAugment or adaptive (ADA); the paper used none.")
             size_md = gr.Markdown()
             with gr.Row():
-                start = gr.Button("Start training", variant="primary", elem_classes=["mg-big"])
-                stop = gr.Button("Stop", variant="stop", elem_classes=["mg-big"])
+                start = gr.Button("Start training", variant="primary", elem_classes=["mg-big"], elem_id="mg-start")
+                stop = gr.Button("Stop", variant="stop", elem_classes=["mg-big"], elem_id="mg-stop")
                 resume = gr.Button("Resume selected run", elem_classes=["mg-big"])
-            status = gr.Markdown(elem_classes=["mg-status"])
+            status = gr.Markdown(elem_classes=["mg-status"], elem_id="mg-train-status")
         with gr.Column(scale=3):
             run_sel = gr.Dropdown([], label="Run shown below (and resumed by 'Resume')", allow_custom_value=True)
-            live = gr.HTML()
+            live = gr.HTML(elem_id="mg-live")
             sample = gr.Image(label="Latest sample grid (rows: label combinations; GDGAN: stage 1 | stage 2)",
-                              type="filepath", interactive=False, elem_classes=["mg-pixels"], height=420,
+                              type="filepath", interactive=False, elem_classes=["mg-pixels"], height=420, elem_id="mg-sample",
                               buttons=["fullscreen", "download"])
-            losses = gr.LinePlot(x="step", y="value", color="loss", label="Losses", height=260)
+            losses = gr.Plot(label="Losses (pale: per log window; dark: running mean)")
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs in this workspace", interactive=False, wrap=True,
                         max_height=300)
     seen = gr.State({})  # per browser tab: what the live panel already shows
@@ -199,14 +227,20 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         m_size = metrics.stat().st_size if metrics.exists() else 0
         g_time = grid.stat().st_mtime_ns if grid.exists() else 0
         new_run = state.get("run") != run_id
-        out_loss = loss_frame(folder) if new_run or m_size != state.get("m") else gr.skip()
+        # redraw the curves when metrics grew, at most every 5 s: matplotlib is the costly part of a tick
+        stale = m_size != state.get("m") and time.monotonic() - state.get("drawn", 0.0) > 5.0
+        out_loss = gr.skip()
+        if new_run or stale:
+            out_loss = loss_figure(folder)
+            state["drawn"] = time.monotonic()
+            state["m"] = m_size
         out_grid = (str(grid) if g_time else None) if new_run or g_time != state.get("g") else gr.skip()
         table = runs_table(ctx)
         key = table.to_json()
         out_runs = table if key != state.get("t") else gr.skip()
         ids = list(table["run"])
         out_sel = gr.update(choices=ids) if ids != state.get("ids") else gr.skip()
-        state.update(run=run_id, m=m_size, g=g_time, t=key, ids=ids)
+        state.update(run=run_id, g=g_time, t=key, ids=ids)
         return out_live, out_loss, out_grid, out_runs, out_sel, out_note, state
 
     live_outputs = [live, losses, sample, runs, run_sel, size_md, seen]

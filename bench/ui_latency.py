@@ -1,0 +1,146 @@
+"""UI latency: time to first page after `python launch.py` (first start, then with the demo cached),
+a 16-image grid in Browse (fast-cpu preset), and click round trips while a training job runs.
+
+    python bench/ui_latency.py [--workspace DIR] [--skip-launch]
+
+Prints one JSON line per measurement. Targets (issue 4): first page < 30 s on a first start and
+< 10 s with the demo cached; 16-image grid < 1 s on CPU; clicks < 1 s during training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emit(**kv) -> None:
+    print(json.dumps(kv), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_to_first_page(workspace: Path, timeout: float = 300) -> float:
+    """Seconds from spawning launch.py until GET / answers 200 (the demo is loaded before that)."""
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--workspace", str(workspace), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - t0 < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"no page after {timeout} s")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def in_process_app(workspace: Path):
+    from medgan_ui.cli.serve import load_demo
+    from medgan_ui.ui.app import serve
+    from medgan_ui.ui.context import AppContext
+
+    ctx = AppContext.create(workspace)
+    load_demo(ctx)
+    demo = serve(ctx, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    return ctx, demo
+
+
+def trained_fast_cpu_run(ctx) -> str:
+    """A fast-cpu GDGAN run with one checkpoint (2 steps: sampling speed does not depend on training)."""
+    from medgan_ui.gan.config import make_configs
+    from medgan_ui.gan.engine import create_run, train
+
+    ds = ctx.require_dataset()
+    tcfg, mcfg = make_configs("gdgan", "fast-cpu", steps=2, checkpoint_every=2, sample_every=2, log_every=1,
+                              image_size=ds.size)
+    run_id = create_run(ctx.workspace, ds, tcfg, mcfg)
+    train(ds, tcfg, mcfg, ctx.workspace.run_dir(run_id))
+    return run_id
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summary(xs: list[float]) -> dict:
+    return {"median_s": round(statistics.median(xs), 4), "max_s": round(max(xs), 4), "n": len(xs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workspace", default=None, help="default: a temporary folder, removed afterwards")
+    ap.add_argument("--skip-launch", action="store_true", help="skip the two launch.py start-up timings")
+    args = ap.parse_args()
+    tmp = Path(args.workspace or tempfile.mkdtemp(prefix="medgan-bench-"))
+    import torch
+
+    emit(bench="env", cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), cuda=torch.cuda.is_available())
+    try:
+        if not args.skip_launch:
+            ws = tmp / "launch"
+            emit(bench="first_page_first_start", seconds=round(time_to_first_page(ws), 2), target_s=30)
+            emit(bench="first_page_demo_cached", seconds=round(time_to_first_page(ws), 2), target_s=10)
+
+        from gradio_client import Client
+
+        ctx, demo = in_process_app(tmp / "app")
+        client = Client(demo.local_url, verbose=False, download_files=str(tmp / "downloads"))
+        run_id = trained_fast_cpu_run(ctx)
+        client.predict(run_id, api_name="/select_run")
+        labels = ["F", "PA", "any", "any"]
+        gen = lambda: client.predict(run_id, "latest", 16, 0, ["Cardiomegaly"], *labels, api_name="/generate")  # noqa: E731
+        cold = timed(gen, 1)
+        emit(bench="browse_16_grid_cold", seconds=round(cold[0], 3), note="first call loads the checkpoint")
+        emit(bench="browse_16_grid", **summary(timed(gen, 5)), target_s=1.0, preset="fast-cpu")
+
+        # clicks while a fast-cpu training job runs
+        ds = ctx.require_dataset()
+        client.predict("gdgan", "fast-cpu", 100_000, 32, 1, 2e-4, 2e-4, "none", api_name="/start_training")
+        time.sleep(5)  # past start-up, into steady training
+        new_run = ctx.jobs.active("train")[0]["run_id"]
+        emit(bench="clicks_during_training_status", **summary(timed(lambda: client.predict(new_run, api_name="/train_status"), 10)),
+             target_s=1.0)
+        emit(bench="clicks_during_training_select_run", **summary(timed(lambda: client.predict(run_id, api_name="/select_run"), 5)),
+             target_s=1.0)
+        emit(bench="clicks_during_training_generate16", **summary(timed(gen, 5)), target_s=1.0)
+        job = ctx.jobs.job_for_run(new_run)
+        emit(bench="training_during_clicks", step=job["progress"].get("step"), img_per_s=job["progress"].get("img_per_s"),
+             image_size=ds.size)
+        ctx.jobs.shutdown(timeout=60)
+        demo.close()
+    finally:
+        if not args.workspace:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The UI's small pure helpers: crisp upscaling, zip upload safety, memorisation ranking, export plan,
+readable messages, and run status after a restart."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
+
+
+def tiny_set(n: int = 12, size: int = 8) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=g)
+    general = torch.tensor([[i % 2, (i // 2) % 2] for i in range(n)])
+    detailed = torch.zeros(n, 2, dtype=torch.uint8)
+    detailed[:3, 0] = 1  # 3 x finding A
+    detailed[3:4, 1] = 1  # 1 x finding B
+    return ImageSet(images=images, general_names=["sex", "view"], general_values={"sex": ["F", "M"], "view": ["AP", "PA"]},
+                    general=general, findings=["A", "B"], detailed=detailed, patient_id=np.arange(n).astype(str),
+                    source=[f"x{i}" for i in range(n)])
+
+
+def test_upscale_is_nearest_neighbour():
+    from medgan_ui.ui.widgets import side_by_side, upscale
+
+    img = np.array([[0, 255], [255, 0]], dtype=np.uint8)
+    big = np.asarray(upscale(img, px=8))
+    assert big.shape == (8, 8) and set(np.unique(big)) == {0, 255}  # no smoothed grey in between
+    assert (big[:4, :4] == 0).all() and (big[:4, 4:] == 255).all()
+    pair = side_by_side(np.zeros((4, 4), np.uint8), np.ones((8, 8), np.uint8))
+    assert pair.shape == (8, 18)
+
+
+def test_zip_upload_is_unpacked_and_path_escape_refused(tmp_path):
+    from medgan_ui.ui.data_tab import extract_zip
+
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("mydata/a.png", b"x")
+    folder = extract_zip(good, tmp_path / "uploads")
+    assert folder.name == "mydata" and (folder / "a.png").exists()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../outside.txt", b"x")
+    with pytest.raises(UserError, match="unsafe path"):
+        extract_zip(evil, tmp_path / "uploads")
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_nearest_real_finds_an_exact_copy_first():
+    from medgan_ui.ui.browse_tab import nearest_real
+
+    ds = tiny_set(size=16)
+    hits = nearest_real(ds.images[5].numpy(), ds, k=3)
+    assert hits[0][0] == 5 and hits[0][1] == pytest.approx(0.0) and hits[0][2] == pytest.approx(1.0, abs=1e-4)
+    assert len(hits) == 3 and hits[1][1] > 0 and hits[1][2] < 0.9
+    with pytest.raises(UserError, match="px"):
+        nearest_real(np.zeros((32, 32), np.uint8), ds)
+
+
+def test_export_plan_tops_up_rare_cells_and_reads_back():
+    from medgan_ui.gan.base import LabelSchema
+    from medgan_ui.ui.browse_tab import cell_plan, cells_from_plan
+
+    ds = tiny_set()
+    plan = cell_plan(LabelSchema.from_imageset(ds), ds, target=2)
+    assert len(plan) == 4 * 3  # 2 sexes x 2 views x (A, B, No Finding)
+    assert int(plan["real images"].sum()) == len(ds)
+    row = plan[(plan.sex == "F") & (plan.view == "AP") & (plan.finding == "A")].iloc[0]
+    assert row["real images"] == 1 and row["to generate"] == 1
+    cells = cells_from_plan(plan, ["sex", "view"])
+    assert sum(n for _, _, n in cells) == int(plan["to generate"].sum())
+    assert ({"sex": "F", "view": "AP"}, ["A"], 1) in cells
+    plan.loc[0, "to generate"] = -1
+    with pytest.raises(UserError, match="negative"):
+        cells_from_plan(plan, ["sex", "view"])
+
+
+def test_messages_are_plain_sentences():
+    import gradio as gr
+
+    from medgan_ui.ui.errors import friendly, message_for
+
+    assert message_for(KeyError("value 'X' not found for general label 'sex'")) == "value 'X' not found for general label 'sex'"
+    assert "out of memory" in message_for(MemoryError())
+
+    @friendly
+    def bad():
+        raise UserError("steps must be at least 1 (got 0)")
+
+    @friendly
+    def crash():
+        raise RuntimeError("boom")
+
+    with pytest.raises(gr.Error, match="steps must be at least 1"):
+        bad()
+    with pytest.raises(gr.Error, match="unexpected error .RuntimeError: boom."):
+        crash()
+
+
+def test_run_list_after_restart_shows_interrupted_run(tmp_path):
+    from medgan_ui.jobs import JobManager, run_summaries
+    from medgan_ui.workspace import Workspace, atomic_write_json
+
+    ws = Workspace(tmp_path)
+    folder = ws.runs / "gdgan-1"
+    folder.mkdir()
+    atomic_write_json(folder / "config.json", {"kind": "gdgan", "train": {"preset": "tiny", "steps": 50}})
+    # what a killed app leaves behind: the engine said "running" from a process that is gone
+    atomic_write_json(folder / "status.json", {"status": "running", "step": 20, "total": 50, "pid": 999_999_999,
+                                               "host": "elsewhere"})
+    rows = run_summaries(ws, JobManager(ws))
+    assert rows == [{"run_id": "gdgan-1", "model": "gdgan", "preset": "tiny", "status": "interrupted", "step": 20,
+                     "steps": 50, "message": "", "job_id": None}]
