@@ -280,3 +280,11 @@ def test_class_folders_skip_mask_folders_and_report_archives(tmp_path):
     reasons = {str(Path(s.path).relative_to(tmp_path)): s.reason for s in opts.report.skipped}
     assert set(reasons) == {"COVID/masks/c1.png", "COVID/masks/c2.png", "images_002.tar.gz"}
     assert "mask" in reasons["COVID/masks/c1.png"] and "unpack" in reasons["images_002.tar.gz"]
+
+
+def test_semicolon_csv_from_european_excel(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "labels.csv").write_text("bild;geschlecht;befund\na.png;F;Nodule\nb.png;M;No Finding\n")
+    opts = ReadOptions(general_columns=["geschlecht"], finding_column="befund")
+    ds = READERS["csv"].read(tmp_path, opts)
+    assert ds.general_values == {"geschlecht": ["F", "M"]} and ds.detailed.tolist() == [[1], [0]]

@@ -33,7 +33,7 @@ FALSE_VALUES = {"0", "0.0", "false", "no", "n", "f", "negative", ""}
 def resolve_csv(root: Path, name: str) -> Path:
     """A CSV given as a path, or as a name inside the data folder."""
     p = Path(name).expanduser()
-    for cand in (p, root / p):
+    for cand in ((p,) if p.is_absolute() else (root / p, p)):
         if cand.is_file():
             return cand.resolve()
     raise UserError(f"labels CSV {name!r} not found (looked for it as given and inside {root})")
@@ -49,10 +49,20 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, "r", encoding="utf-8-sig", newline="")
 
 
+def delimiter(path: Path) -> str:
+    """',' unless the header line has more ';' or tabs (European Excel exports use ';')."""
+    try:
+        with open_text(path) as fh:
+            first = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return ","
+    return max((",", ";", "\t"), key=first.count)
+
+
 def read_header(path: Path) -> list[str]:
     try:
         with open_text(path) as fh:
-            return [c.strip() for c in next(csv.reader(fh), [])]
+            return [c.strip() for c in next(csv.reader(fh, delimiter=delimiter(path)), [])]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read labels CSV {path}: {exc}") from None
 
@@ -61,7 +71,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows (dicts of stripped strings). Whole-file: only for small user tables."""
     try:
         with open_text(path) as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, delimiter=delimiter(path))
             header = [c.strip() for c in next(reader, [])]
             rows = [{h: v.strip() for h, v in zip(header, row)} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -205,7 +215,7 @@ def read_table_folder(root: Path, csv_path: Path, spec: TableSpec, opts: ReadOpt
     repeated_rows = 0
     try:
         with open_text(csv_path) as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, delimiter=delimiter(csv_path))
             next(reader)
             for row in reader:
                 entry = row[key].strip() if len(row) > key else ""
