@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def detect(path: Path) -> bool:
         level = [d for p in level for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     for sub in level:
         for i, f in enumerate(sub.iterdir()):
-            if is_image_name(f.name) or (f.is_dir() and any(is_image_name(g.name) for g in list(f.iterdir())[:20])):
+            if is_image_name(f.name) or (f.is_dir() and any(is_image_name(g.name) for g in islice(f.iterdir(), 20))):
                 return True
             if i > 50:
                 break

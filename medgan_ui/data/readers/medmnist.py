@@ -81,7 +81,9 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
     for i, im in enumerate(images):
         gray = im.mean(axis=-1) if im.ndim == 3 else im  # RGB -> gray (MedMNIST colour sets: path, derma, blood)
         out[i] = prepare_array(gray.astype(np.float32) / 255.0, opts.size, opts.fit)
-    opts.report.notes.append(f"official MedMNIST split kept: " + ", ".join(f"{p} {int((np.concatenate(split) == SPLIT_NAMES.index(p)).sum())}" for p in parts))
+    split_all = np.concatenate(split)
+    counts = ", ".join(f"{p} {int((split_all == SPLIT_NAMES.index(p)).sum())}" for p in parts)
+    opts.report.notes.append(f"official MedMNIST split kept: {counts}")
     return ImageSet(
         images=torch.from_numpy(out),
         general_names=[],
@@ -91,7 +93,7 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
         detailed=torch.from_numpy(det),
         patient_id=np.asarray(pids, dtype=str),
         source=sources,
-        split=np.concatenate(split),
+        split=split_all,
     )
 
 
