@@ -132,3 +132,25 @@ def test_two_synthetic_sources_share_the_per_class_number(tmp_path):
     per_src = Counter((c["labels"]["source_name"], c["labels"]["class"]) for c in cases if c["truth"] == "synthetic")
     assert per_src[("synthetic:set1", "Effusion")] == 3 and per_src[("synthetic:set2", "Effusion")] == 2
     assert per_src[("synthetic:set1", NO_FINDING)] == 3 and per_src[("synthetic:set2", NO_FINDING)] == 2
+
+
+def test_synthetic_cases_generated_from_a_run(tmp_path):
+    from medgan_ui.data.phantom import demo_imageset
+    from medgan_ui.gan import engine
+    from medgan_ui.gan.config import make_configs
+
+    ds = demo_imageset(n=48, size=16, seed=0)
+    tc, mc = make_configs("gdgan", "tiny", steps=2)
+    ws = Workspace(tmp_path / "ws")
+    run_id = engine.create_run(ws, ds, tc, mc)
+    assert engine.train(ds, tc, mc, ws.run_dir(run_id))["status"] == "finished"
+    cfg = StudyConfig(name="from run", part=None, synthetic=[run_id], classes=["Effusion"], real_per_class=2,
+                      synthetic_per_class=2, seed=4)
+    info = create_study(ws, cfg, real=ds)
+    cases = StudyStore(ws.studies_db).cases(info.study_id)
+    syn = [c for c in cases if c["truth"] == "synthetic"]
+    assert len(syn) == 4 and all(c["source"].startswith(f"run:{run_id}:") for c in syn)
+    real_general = sorted((c["labels"]["general"]["sex"], c["labels"]["general"]["view"], c["labels"]["class"]) for c in cases if c["truth"] == "real")
+    syn_general = sorted((c["labels"]["general"]["sex"], c["labels"]["general"]["view"], c["labels"]["class"]) for c in syn)
+    assert syn_general == real_general  # generated with the labels of the real cases they stand beside
+    assert len({len(StudyStore(ws.studies_db).case_png(info.study_id, c["id"])) for c in cases}) == 1

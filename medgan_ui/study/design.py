@@ -44,7 +44,6 @@ class StudyConfig:
     ask_finding: bool = True
     seed: int = 0
     size: int | None = None  # study image size; None = the real set's size
-    demo_n: int = 400  # images in the demo phantom when real == "demo"
 
 
 @dataclass
@@ -92,32 +91,25 @@ def png_chunks(data: bytes) -> list[str]:
 
 # ---- sources -------------------------------------------------------------------------------------
 def load_real(workspace: Workspace, cfg: StudyConfig) -> ImageSet:
-    if cfg.real == "demo":
-        from medgan_ui.data.phantom import demo_imageset
-
-        ds = demo_imageset(n=cfg.demo_n, size=cfg.size or 64, seed=cfg.seed)
-    else:
-        ds = _load_named(workspace, cfg.real)
-    if cfg.part and ds.split is not None:
-        ds = ds.part(cfg.part)
-    elif cfg.part and cfg.part != "test":
-        raise UserError(f"real set {cfg.real!r} has no stored split, so part {cfg.part!r} does not exist; use --part test or none")
-    return ds
-
-
-def _load_named(workspace: Workspace, real: str) -> ImageSet:
-    path = Path(real)
+    """The real images: 'demo' and data folders go through the data layer (cached, with its split)."""
+    path = Path(cfg.real)
     if path.suffix == ".npz" and path.is_file():
-        return ImageSet.load(path)
-    if "/" not in real and (workspace.datasets / real).is_dir():
-        caches = sorted((workspace.datasets / real).glob("*.npz"))
-        if caches:
-            return ImageSet.load(caches[-1])
-    if path.exists():
-        from medgan_ui.data import load as data_load  # lazily: the data layer's loader is optional here
+        ds = ImageSet.load(path)
+    elif cfg.real != "demo" and "/" not in cfg.real and (workspace.datasets / cfg.real / "cache.npz").is_file():
+        ds = ImageSet.load(workspace.datasets / cfg.real / "cache.npz")
+    elif cfg.real == "demo" or path.exists():
+        from medgan_ui.data.load import load_dataset  # lazily: readers are heavy and often not needed
+        from medgan_ui.data.readers.base import ReadOptions
 
-        return data_load.load_dataset(str(path), workspace=workspace)
-    raise UserError(f"real images {real!r} not found: give 'demo', a dataset name under {workspace.datasets}, or a folder")
+        ds = load_dataset(cfg.real, options=ReadOptions(size=cfg.size or 64), workspace=workspace)
+    else:
+        raise UserError(f"real images {cfg.real!r} not found: give 'demo', a dataset name under {workspace.datasets}, "
+                        "an ImageSet cache (.npz) or a data folder")
+    if cfg.part:
+        if ds.split is None:
+            raise UserError(f"real set {cfg.real!r} has no stored split, so it has no {cfg.part!r} part; use part 'all'")
+        ds = ds.part(cfg.part)
+    return ds
 
 
 def read_synthetic_folder(folder: str | Path) -> list[Item]:
@@ -165,16 +157,17 @@ def _imageset_items(ds: ImageSet, source_name: str) -> list[Item]:
 
 def _run_items(workspace: Workspace, run_id: str, wanted: list[tuple[str, dict[str, str | None]]], seed: int) -> list[Item]:
     """Generate exactly the wanted (finding class, general labels) images from a trained run."""
-    from medgan_ui.gan import sampling  # lazily: only studies built from runs need torch models
+    from medgan_ui.gan import sampling  # lazily: only studies built from runs need the models
 
-    run = sampling.load_run(workspace, run_id)
+    run = sampling.load_run(workspace.run_dir(run_id))
     items = []
     for k, (cls, general) in enumerate(wanted):
         findings = [] if cls == NO_FINDING else [cls]
-        labels = {g: v for g, v in general.items() if v is not None}
-        res = sampling.generate(run, n=1, general=labels, findings=findings, seed=seed + k)
-        items.append(Item(np.asarray(res.images[0], dtype=np.uint8), findings, general,
-                          f"run:{run_id}:seed:{seed + k}", f"synthetic:{run_id}"))
+        # only labels the run was trained on; the rest are drawn by the sampler
+        labels = {g: v for g, v in general.items() if v is not None and g in run.schema.general_names}
+        res = sampling.generate(run, 1, labels, findings, seed=seed + k)
+        items.append(Item(res.images[0].numpy(), findings, dict(res.labels[0]["general"]),
+                          f"run:{run_id}:{run.checkpoint.name}:seed:{seed + k}", f"synthetic:{run_id}"))
     return items
 
 

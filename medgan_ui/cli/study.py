@@ -1,0 +1,156 @@
+"""`medgan study create | status | export | analyze | add-reader | close | open`: reader studies headless."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from medgan_ui.cli import add_workspace_arg
+from medgan_ui.workspace import Workspace, atomic_write_text
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    study = sub.add_parser("study", help="blinded visual Turing tests: create, follow, export, analyse")
+    ssub = study.add_subparsers(dest="study_command", metavar="ACTION")
+
+    p = ssub.add_parser("create", help="build a study from real images and synthetic sets or runs")
+    p.add_argument("--name", required=True)
+    p.add_argument("--real", default="demo", help="'demo', a dataset name in the workspace, a .npz cache or a data folder")
+    p.add_argument("--part", default="test", help="split part of the real set: train, val, test or all (default test)")
+    p.add_argument("--synthetic", nargs="+", required=True, help="synthetic set folders (images + labels.csv) or run ids")
+    p.add_argument("--classes", default=None, help="comma-separated finding classes (default: all + No Finding)")
+    p.add_argument("--no-normal", action="store_true", help="do not add a 'No Finding' class")
+    p.add_argument("--real-per-class", type=int, default=10)
+    p.add_argument("--synthetic-per-class", type=int, default=10, help="in total per class, shared between sources")
+    p.add_argument("--no-match", action="store_true", help="do not match synthetic sex/view labels to the real cases")
+    p.add_argument("--repeats", type=int, default=0, help="cases shown twice (intra-reader consistency)")
+    p.add_argument("--score", choices=("realism", "confidence"), default="realism")
+    p.add_argument("--no-finding-question", action="store_true", help="only ask real/synthetic and the score")
+    p.add_argument("--size", type=int, default=None, help="image size (default: that of the real set)")
+    p.add_argument("--seed", type=int, default=0)
+    add_workspace_arg(p)
+    p.set_defaults(func=_create)
+
+    for name, fn, helptext in (("status", _status, "studies, or one study's readers and progress"),
+                               ("close", _close, "stop accepting answers"), ("open", _open, "accept answers again")):
+        p = ssub.add_parser(name, help=helptext)
+        p.add_argument("id", nargs="?" if name == "status" else None, help="study id (status without one lists studies)")
+        p.add_argument("--json", action="store_true") if name == "status" else None
+        add_workspace_arg(p)
+        p.set_defaults(func=fn)
+
+    p = ssub.add_parser("add-reader", help="issue a personal reader code")
+    p.add_argument("id")
+    p.add_argument("name")
+    add_workspace_arg(p)
+    p.set_defaults(func=_add_reader)
+
+    p = ssub.add_parser("export", help="every rating as CSV (with truth: for the organiser only)")
+    p.add_argument("id")
+    p.add_argument("--out", required=True)
+    add_workspace_arg(p)
+    p.set_defaults(func=_export)
+
+    p = ssub.add_parser("analyze", help="accuracy, binomial test, sensitivity/specificity, AUC, kappas")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="the full result as JSON")
+    p.add_argument("--figure", default=None, help="write the summary figure (PNG) here")
+    p.add_argument("--model-card", default=None, help="write the turing_test block (JSON) here")
+    add_workspace_arg(p)
+    p.set_defaults(func=_analyze)
+
+
+def _store(args: argparse.Namespace):
+    from medgan_ui.study.store import StudyStore
+
+    return StudyStore(Workspace(args.workspace).studies_db)
+
+
+def _create(args: argparse.Namespace) -> int:
+    from medgan_ui.study.design import StudyConfig, create_study
+
+    cfg = StudyConfig(name=args.name, real=args.real, part=None if args.part == "all" else args.part,
+                      synthetic=args.synthetic, classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+                      include_no_finding=not args.no_normal, real_per_class=args.real_per_class,
+                      synthetic_per_class=args.synthetic_per_class, match_labels=not args.no_match, repeats=args.repeats,
+                      score_kind=args.score, ask_finding=not args.no_finding_question, seed=args.seed, size=args.size)
+    info = create_study(Workspace(args.workspace), cfg)
+    print(f"study id:    {info.study_id}")
+    print(f"access code: {info.access_code}   (give it to readers; it is stored hashed and shown only now)")
+    print(f"cases:       {info.n_cases} ({info.counts['real']} real, {info.counts['synthetic']} synthetic, {info.counts['repeats']} repeats)")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if not args.id:
+        rows = store.list_studies()
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        for s in [] if args.json else rows:
+            print(f"{s['id']}  {s['status']:6}  cases {s['n_cases']:4}  readers {s['n_readers']:3}  {s['name']}")
+        if not rows and not args.json:
+            print("no studies yet: medgan study create --name ... --synthetic ...")
+        return 0
+    study, progress = store.study(args.id), store.progress(args.id)
+    if args.json:
+        print(json.dumps({"study": study, "readers": progress}, indent=2, default=str))
+        return 0
+    print(f"{study['id']}  {study['name']}  [{study['status']}]  created {study['created']}")
+    for p in progress:
+        print(f"  {p['reader']:30} {p['answered']:4} / {p['total']:<4} last answer {p['last_answer'] or '-'}")
+    if not progress:
+        print("  no readers yet")
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    _store(args).set_status(args.id, "closed")
+    print(f"{args.id} closed")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    _store(args).set_status(args.id, "open")
+    print(f"{args.id} open")
+    return 0
+
+
+def _add_reader(args: argparse.Namespace) -> int:
+    code = _store(args).add_reader(args.id, args.name)
+    print(f"reader code for {args.name}: {code}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medgan_ui.study import analysis
+
+    rows = _store(args).ratings_rows(args.id)
+    atomic_write_text(args.out, analysis.ratings_csv(rows))
+    print(f"{len(rows)} ratings -> {args.out}")
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from medgan_ui.study import analysis
+
+    store = _store(args)
+    res = analysis.analyze(store, args.id)
+    if args.figure:
+        analysis.summary_figure(res, store.ratings_rows(args.id), args.figure)
+    if args.model_card:
+        atomic_write_text(args.model_card, json.dumps({"turing_test": analysis.turing_test_block(res)}, indent=2) + "\n")
+    if args.json:
+        print(analysis.to_json(res))
+        return 0
+    print(f"{res['study']['name']} ({res['study']['id']}): {res['n_readers']} readers, {res['n_cases']} cases, {res['n_ratings']} ratings")
+    print("  ".join(f"{h:>12}" for h in analysis.SUMMARY_HEADERS))
+    for row in analysis.summary_table(res):
+        print("  ".join(f"{'-' if v is None else v!s:>12}" for v in row))
+    ag = res["agreement_call"]
+    print(f"agreement (real/synthetic): Fleiss kappa {ag['fleiss_kappa']}, mean Cohen kappa {ag['mean_cohen_kappa']}")
+    for name, d in res["intra_reader"].items():
+        print(f"intra-reader {name}: {d['n']} repeats, call agreement {d['call_agreement']:.2f}, mean |score diff| {d['mean_abs_score_diff']:.2f}")
+    if args.figure:
+        print(f"figure -> {args.figure}")
+    return 0
