@@ -151,8 +151,8 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
             with gr.Column(scale=3):
                 image = gr.HTML(padding=False)
                 with gr.Row():
-                    bright = gr.Slider(20, 300, value=100, step=5, label="Brightness (level) %")
-                    contrast = gr.Slider(20, 400, value=100, step=5, label="Contrast (window) %")
+                    bright = gr.Slider(20, 300, value=100, step=5, label="Brightness (level) %", elem_id="rate-brightness")
+                    contrast = gr.Slider(20, 400, value=100, step=5, label="Contrast (window) %", elem_id="rate-contrast")
                     reset = gr.Button("Reset", size="sm")
             with gr.Column(scale=2):
                 call = gr.Radio([("Real  (R)", "real"), ("Synthetic  (S)", "synthetic")], label="Real or synthetic?",
