@@ -89,8 +89,10 @@ def summarise(cfg: Any, records: list[dict[str, Any]], split_info: list[dict[str
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (target, strategy): the AUC table shown in the app and written to results.csv."""
     rows = []
+    order = results["config"]["strategies"]  # results.json is key-sorted; keep the configured order
     for target, per in results["targets"].items():
-        for s, e in per.items():
+        for s in [s for s in order if s in per]:
+            e = per[s]
             d = e.get("delong_vs_none")
             rows.append({
                 "target": target, "strategy": s,

@@ -130,6 +130,11 @@ def check_source(src: SyntheticSource, ds: ImageSet, targets: list[str]) -> None
     missing = [t for t in targets if t not in src.findings]
     if missing:
         raise UserError(f"{what} was trained on findings {src.findings}, which lack target(s) {missing}")
+    if src.kind == "set":
+        have = set().union(*(_row_findings(r) for r in src.rows or []))
+        lacking = [t for t in targets if t not in have]
+        if lacking:
+            raise UserError(f"{what} has no image labelled {lacking}; export images of those findings first")
     for g in src.general_names:
         if g not in ds.general_names or src.general_values.get(g) != ds.general_values.get(g):
             raise UserError(f"{what} uses general label {g!r} with values {src.general_values.get(g)}, but dataset "
@@ -166,24 +171,34 @@ def synthetic_for_picks(
 
             images.append(generate(src.run, count, dict(general), list(found), seed=seed * 7919 + c).images)
             distinct += count
+            labels.append(np.tile([t in found for t in targets], (count, 1)).reshape(count, len(targets)))
         else:
-            chosen, n_unique = _pick_rows(src, dict(general), found, count, rng)
+            chosen, n_unique = _pick_rows(src, dict(general), found, targets, count, rng)
             images.append(torch.stack([_read_png(src.path / src.rows[r]["file"], src.image_size) for r in chosen]))
             distinct += n_unique
-        labels.append(np.tile([t in found for t in targets], (count, 1)).reshape(count, len(targets)))
+            # a set's images carry the labels the set gives them
+            labels.append(np.array([[t in _row_findings(src.rows[r]) for t in targets] for r in chosen],
+                                   dtype=bool).reshape(count, len(targets)))
     return torch.cat(images), np.concatenate(labels).astype(bool), distinct
 
 
-def _pick_rows(src: SyntheticSource, general: dict[str, str], found: tuple, count: int,
+def _row_findings(row: dict[str, str]) -> frozenset[str]:
+    return frozenset(row["Finding Labels"].split("|")) - {"No Finding", ""}
+
+
+def _pick_rows(src: SyntheticSource, general: dict[str, str], found: tuple, targets: list[str], count: int,
                rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Rows of a synthetic set with these findings, preferring the same general labels."""
+    """Rows of a synthetic set for a real image's labels: the same findings and general labels if the set
+    has them, else the same findings, else any row with the same target findings."""
     rows = src.rows or []
-    labs = [frozenset(r["Finding Labels"].split("|")) - {"No Finding", ""} for r in rows]
-    same = [i for i, r in enumerate(rows) if labs[i] == frozenset(found) and all(r.get(g) == v for g, v in general.items())]
-    pool = same or [i for i in range(len(rows)) if labs[i] == frozenset(found)]
-    pool = pool or [i for i in range(len(rows)) if frozenset(found) <= labs[i]]
+    labs = [_row_findings(r) for r in rows]
+    want, want_t = frozenset(found), frozenset(found) & frozenset(targets)
+    same = [i for i, r in enumerate(rows) if labs[i] == want and all(r.get(g) == v for g, v in general.items())]
+    pool = same or [i for i in range(len(rows)) if labs[i] == want]
+    pool = pool or [i for i in range(len(rows)) if want_t and want_t <= labs[i]]
+    pool = pool or [i for i in range(len(rows)) if labs[i] & frozenset(targets) == want_t]
     if not pool:
-        raise UserError(f"synthetic set {src.ident!r} has no image labelled {'|'.join(found)}; export some first")
+        raise UserError(f"synthetic set {src.ident!r} has no image labelled {'|'.join(found) or 'No Finding'}")
     picked = rng.choice(pool, count, replace=count > len(pool))
     return picked, len(set(picked.tolist()))
 

@@ -1,0 +1,165 @@
+"""Tiny end-to-end augmentation comparison on the demo phantom (32 px, 2 splits, 1 epoch) and bad input."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medgan_ui.data.phantom import demo_imageset
+from medgan_ui.errors import UserError
+from medgan_ui.evaluate import strategies as S
+from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment, validate
+from medgan_ui.evaluate.results import table_rows
+from medgan_ui.workspace import Workspace
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return demo_imageset(n=360, size=32, seed=3)
+
+
+def _write_set(ws: Workspace, set_id: str, ds, finding: str, n: int, size: int | None = None,
+               values: dict | None = None) -> None:
+    """A synthetic set as the sampling export writes it: noisy copies of real positives."""
+    folder = ws.synthetic_dir(set_id)
+    folder.mkdir(parents=True)
+    pos = np.flatnonzero(ds.detailed[:, ds.findings.index(finding)].numpy())
+    g = torch.Generator().manual_seed(0)
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", *ds.general_names, "Finding Labels"])
+        for k in range(n):
+            i = int(pos[k % len(pos)])
+            img = (ds.images[i].float() + 8 * torch.randn(ds.size, ds.size, generator=g)).clamp(0, 255).to(torch.uint8)
+            im = Image.fromarray(img.numpy())
+            im = im.resize((size, size)) if size else im
+            im.save(folder / f"{k:05d}.png")
+            lab = ds.general_label(i)
+            w.writerow([f"{k:05d}.png", *[lab[c] for c in ds.general_names], finding])
+    schema = {"general_names": ds.general_names, "general_values": values or ds.general_values,
+              "findings": ds.findings, "image_size": size or ds.size}
+    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema}))
+
+
+def _cfg(**kw) -> ExperimentConfig:
+    base = dict(targets=["Effusion"], strategies=["none", "oversample"], classifier="fridadar", width=0.25,
+                splits=2, epochs=1, patience=1, batch_size=32, n_boot=200, seed=0)
+    return ExperimentConfig(**{**base, **kw})
+
+
+def test_resampling_counts():
+    y = np.zeros((20, 2), bool)
+    y[:3, 0] = True  # 3 of target A
+    y[2:7, 1] = True  # 5 of target B (one image has both)
+    rng = np.random.default_rng(0)
+    over = S.oversample(y, rng)
+    neg = (~y.any(axis=1)).sum()  # 13 images negative for both: the largest class
+    assert (y[over, 0].sum(), y[over, 1].sum()) >= (neg, neg) and set(range(20)) <= set(over.tolist())
+    under = S.undersample(y, rng)
+    assert len(under) == 3 * 3 and (~y[under].any(axis=1)).sum() == 3
+    assert S.synthetic_needs(y[:, :1], "ratio", 1.0) == [17 - 3]
+    assert S.synthetic_needs(y[:, :1], "count", 10) == [7]
+    assert S.parse_strategy("synthetic:a+b") == ("synthetic", ["a", "b"])
+    with pytest.raises(UserError, match="unknown strategy"):
+        S.parse_strategy("smote")
+
+
+def test_end_to_end_files_results_and_progress(ds, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    _write_set(ws, "synth-eff", ds, "Effusion", 60)
+    events = []
+    cfg = _cfg(strategies=["none", "oversample", "classic", "synthetic:synth-eff"])
+    out = run_experiment(cfg, ws, on_progress=events.append, dataset=ds)
+    d = ws.experiment_dir(out["id"])
+    for f in ("config.json", "manifest.json", "results.json", "results.csv", "roc.png", "confusion.png"):
+        assert (d / f).is_file(), f
+    preds = sorted(p.name for p in (d / "predictions").iterdir())
+    assert len(preds) == 8 and "split1-synthetic_synth-eff.csv" in preds
+    r = json.loads((d / "results.json").read_text())
+    assert r["status"] == "done" and r["complete_splits"] == [0, 1]
+    eff = r["targets"]["Effusion"]
+    assert sorted(eff) == sorted(cfg.strategies)
+    for s, e in eff.items():
+        assert len(e["auc_per_split"]) == 2 and e["auc_ci95"][0] <= e["auc_ci95"][1]
+        assert 0 <= e["sensitivity_mean"] <= 1 and len(e["roc_mean"]["fpr"]) == 101
+        assert ("delong_vs_none" in e) == (s != "none")
+        assert sum(map(sum, e["confusion_sum"])) == sum(p["n_test"] for p in e["per_split"])
+    # every strategy of a split is scored on the same test images
+    with open(d / "predictions" / "split0-none.csv") as a, open(d / "predictions" / "split0-oversample.csv") as b:
+        assert [r_[1] for r_ in csv.reader(a)] == [r_[1] for r_ in csv.reader(b)]
+    syn = [t for t in r["training"] if t["strategy"].startswith("synthetic")]
+    assert all(t["n_train_synthetic"] > 0 for t in syn)
+    for t in syn:  # ratio 1: positives topped up to the number of negatives
+        info = r["splits"][t["split"]]["train"]
+        assert info["Effusion"] + t["n_train_synthetic"] == info["images"] - info["Effusion"]
+    rows = table_rows(r)
+    assert [row["strategy"] for row in rows] == cfg.strategies
+    assert events[-1]["progress"] == 1.0 and {"stage", "split", "strategy", "epoch", "progress", "message"} <= set(
+        next(e for e in events if e["stage"] == "train"))
+
+
+def test_multilabel_and_cooperative_stop(ds, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    out = run_experiment(_cfg(targets=["Effusion", "Nodule"], strategies=["none", "undersample"], splits=1,
+                              fractions=[0.5, 0.25, 0.25]),
+                         ws, dataset=ds)
+    assert set(out["results"]["targets"]) == {"Effusion", "Nodule"}
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    out = run_experiment(_cfg(), ws, should_stop=stop_soon, dataset=ds)
+    assert out["status"] == "stopped" and out["results"]["complete_splits"] == []
+
+
+def test_bad_input_is_caught_before_training(ds, tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(UserError, match="not in dataset"):
+        run_experiment(_cfg(targets=["Hernia"]), ws, dataset=ds)
+    assert not any(ws.experiments.iterdir())  # rejected before the experiment folder is made
+    with pytest.raises(UserError, match="too few for 200 splits"):
+        validate(_cfg(splits=200), ws, ds)
+    rare = ds.subset(np.arange(len(ds)))
+    col = rare.findings.index("Nodule")
+    pats = np.unique(rare.patient_id[rare.detailed[:, col].numpy().astype(bool)])
+    rare.detailed[np.isin(rare.patient_id, pats[2:]), col] = 0  # leave two positive patients
+    with pytest.raises(UserError, match="only 2 patient"):
+        validate(_cfg(targets=["Nodule"]), ws, rare)
+    with pytest.raises(UserError, match="nope.pth"):
+        validate(_cfg(classifier="resnet18", width=1.0, init=f"imagenet:{tmp_path / 'nope.pth'}"), ws, ds)
+    _write_set(ws, "big", ds, "Effusion", 4, size=48)
+    with pytest.raises(UserError, match="48x48"):
+        validate(_cfg(strategies=["none", "synthetic:big"]), ws, ds)
+    _write_set(ws, "other", ds, "Effusion", 4, values={"sex": ["F", "M"], "view": ["LAT", "PA"]})
+    with pytest.raises(UserError, match="other labels"):
+        validate(_cfg(strategies=["none", "synthetic:other"]), ws, ds)
+    with pytest.raises(UserError, match="neither a run"):
+        validate(_cfg(strategies=["none", "synthetic:ghost"]), ws, ds)
+    nomask = ds.subset(np.arange(len(ds)))
+    nomask.masks = None
+    with pytest.raises(UserError, match="needs masks"):
+        validate(_cfg(init="segmentation"), ws, nomask)
+    # a split whose test part holds no positive patient is named, with the patient count
+    import medgan_ui.data.split as split_mod
+
+    eff = ds.detailed[:, ds.findings.index("Effusion")].numpy().astype(bool)
+    bad = np.where(np.arange(len(ds)) % 3 == 0, 1, 0).astype(np.int8)
+    bad[~eff & (np.arange(len(ds)) % 5 == 0)] = 2
+    monkeypatch.setattr(split_mod, "k_splits", lambda *a, **k: [bad, bad])
+    with pytest.raises(UserError, match=r"split 0: the test part has no positive image of 'Effusion'.*patients with"):
+        validate(_cfg(), ws, ds)
+
+
+def test_segmentation_init_runs_on_phantom_masks(ds, tmp_path):
+    out = run_experiment(_cfg(init="segmentation", seg_epochs=1, splits=1, strategies=["none"]),
+                         Workspace(tmp_path / "ws"), dataset=ds)
+    seg = out["results"]["training"][0]["segmentation"]
+    assert seg is not None and seg["n_images"] > 0
