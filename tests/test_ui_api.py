@@ -174,7 +174,7 @@ def test_train_see_progress_stop_then_generate(app):
 def test_resume_and_bad_resume(app):
     ctx, client = app
     assert "choose a run" in refused(client, None, 10, api_name="/resume_training")
-    assert "does not exist" in refused(client, "gdgan-nope", 10, api_name="/resume_training")
+    assert "not found" in refused(client, "gdgan-nope", 10, api_name="/resume_training")
     run_id = ctx.workspace.list_runs()[-1].name
     msg, _ = client.predict(run_id, 2000, api_name="/resume_training")
     assert "Resuming" in msg

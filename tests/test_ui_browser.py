@@ -62,6 +62,12 @@ def page(app_url):
 
 
 def shot(pg, name: str) -> None:
+    """Full-page screenshot once every image on the page has loaded (galleries load lazily)."""
+    pg.evaluate("""async () => {
+        for (let y = 0; y < document.body.scrollHeight; y += 600) { window.scrollTo(0, y); await new Promise(r => setTimeout(r, 60)); }
+        window.scrollTo(0, 0);
+    }""")
+    pg.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
     pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 

@@ -99,27 +99,37 @@ def counts_table(ds: ImageSet) -> pd.DataFrame:
 
 
 def counts_chart(ds: ImageSet):
-    """Grouped bars: findings on the y axis, one bar per value of each general label (log x)."""
+    """One panel per general label (sex, view, ...): images per finding, one bar per value, log scale,
+    so the rare cells (e.g. Cardiomegaly in women, AP) stand out as the short bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = counts_table(ds).set_index("group")
+    det = ds.detailed.numpy().astype(bool)
     labels = list(ds.findings) + ["No Finding"]
-    groups = [g for g in table.index if g != "all" and "unknown" not in g] or ["all"]
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.42 * len(labels) * max(1, len(groups) / 3)), dpi=100)
-    h = 0.8 / len(groups)
-    palette = plt.get_cmap("tab10")
-    for i, g in enumerate(groups):
-        y = np.arange(len(labels)) + i * h
-        ax.barh(y, [max(int(table.loc[g, f]), 0) for f in labels], height=h, label=g, color=palette(i % 10))
-    ax.set_yticks(np.arange(len(labels)) + 0.4 - h / 2, labels)
-    ax.invert_yaxis()
-    ax.set_xscale("symlog")
-    ax.set_xlabel("images (log scale): the short bars are the rare cells to top up")
-    ax.legend(fontsize=8, loc="lower right", frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
+    cols = [(g, name) for g, name in enumerate(ds.general_names)] or [(None, "all images")]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.4 * len(cols) + 0.8, 0.9 + 0.5 * len(labels)), dpi=100,
+                             squeeze=False, sharey=True)
+    palette = ["#0f5e78", "#f2b134", "#7fb8c9", "#c0504d", "#6b8e23", "#8064a2"]
+    y = np.arange(len(labels))
+    for ax, (g, name) in zip(axes[0], cols):
+        values = ds.general_values[name] if g is not None else ["all"]
+        h = 0.8 / len(values)
+        for k, value in enumerate(values):
+            rows = ds.general[:, g].numpy() == k if g is not None else np.ones(len(ds), dtype=bool)
+            d = det[rows]
+            counts = [int(d[:, j].sum()) for j in range(len(ds.findings))] + [int((~d.any(1)).sum())]
+            bars = ax.barh(y + k * h, counts, height=h, label=value, color=palette[k % len(palette)])
+            ax.bar_label(bars, fontsize=7, padding=2)
+        ax.set_yticks(y + 0.4 - h / 2, labels)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8, frameon=False, loc="upper right")  # the rare (short) bars leave that corner free
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=8)
+    axes[0][0].invert_yaxis()
+    fig.supxlabel("images (log scale)", fontsize=8)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -166,17 +176,26 @@ def summary(ds: ImageSet) -> str:
             f"General labels: {general}.  \nFindings: {', '.join(ds.findings) or 'none'}.")
 
 
+_VIEW: dict[int, tuple] = {}  # id(ImageSet) -> its view: a page reload must not redraw the chart
+
+
 def dataset_view(ds: ImageSet | None) -> tuple:
-    """Values for: summary, preview, counts, chart, split, skipped note, skipped table."""
+    """Values for: summary, preview, counts, chart, split, skipped note, skipped table (cached per set)."""
+    if ds is not None and id(ds) in _VIEW:
+        return _VIEW[id(ds)]
     if ds is None:
         empty = pd.DataFrame()
-        return ("No dataset loaded yet: choose a source above and press **Load dataset**.", [], empty, None, "", "", empty)
+        return ("No dataset loaded yet: choose a source above and press **Load dataset**.", [], empty, None, "", "",
+                gr.update(value=empty, visible=False))
     idx = preview_indices(ds)
     images = ds.images[torch_index(idx)].numpy()
     captions = [label_caption(ds.general_label(int(i)), ds.finding_labels(int(i))) for i in idx]
     df, note = skipped_table(ds)
-    return (summary(ds), gallery_items(images, captions, px=128), counts_table(ds), counts_chart(ds),
-            split_summary(ds), note, df)
+    view = (summary(ds), gallery_items(images, captions, px=128), counts_table(ds), counts_chart(ds),
+            split_summary(ds), note, gr.update(value=df, visible=len(df) > 0))
+    _VIEW.clear()  # one dataset is loaded at a time
+    _VIEW[id(ds)] = view
+    return view
 
 
 def torch_index(idx: np.ndarray):
@@ -231,10 +250,11 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         with gr.Column(scale=3):
             counts = gr.Dataframe(label="Counts: general label x finding", interactive=False, wrap=True)
         with gr.Column(scale=2):
-            chart = gr.Plot(label="Where the data is thin")
+            gr.Markdown("**Where the data is thin** (images per finding, per general label)")
+            chart = gr.Plot(show_label=False)
     split = gr.Markdown()
     skipped_note = gr.Markdown()
-    skipped = gr.Dataframe(label="Skipped files and why", interactive=False, wrap=True, max_height=260)
+    skipped = gr.Dataframe(label="Skipped files and why", interactive=False, wrap=True, max_height=260, visible=False)
     view = [info, preview, counts, chart, split, skipped_note, skipped]
 
     def on_source(choice: str):

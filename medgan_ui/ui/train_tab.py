@@ -139,10 +139,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         with gr.Column(scale=3):
             run_sel = gr.Dropdown([], label="Run shown below (and resumed by 'Resume')", allow_custom_value=True)
             live = gr.HTML(elem_id="mg-live")
-            sample = gr.Image(label="Latest sample grid (rows: label combinations; GDGAN: stage 1 | stage 2)",
-                              type="filepath", interactive=False, elem_classes=["mg-pixels"], height=420, elem_id="mg-sample",
-                              buttons=["fullscreen", "download"])
-            losses = gr.Plot(label="Losses (pale: per log window; dark: running mean)")
+            gr.Markdown("**Latest sample grid**: one row per label combination, same noise in every row "
+                        "(GDGAN: stage 1 on the left, stage 2 on the right)")
+            sample = gr.Image(show_label=False, type="filepath", interactive=False, elem_classes=["mg-pixels"],
+                              height=420, elem_id="mg-sample", buttons=["fullscreen", "download"])
+            gr.Markdown("**Losses** (pale: per log window; dark: running mean)")
+            losses = gr.Plot(show_label=False)
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs in this workspace", interactive=False, wrap=True,
                         max_height=300)
     seen = gr.State({})  # per browser tab: what the live panel already shows
