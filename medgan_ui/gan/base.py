@@ -91,6 +91,8 @@ class GANModel(Protocol):
 # Optional hooks the engine (medgan_ui/gan/engine.py) calls when a model defines them:
 #   bind_data(ds: ImageSet) -> None   once, before step 1, with the training part (label frequencies,
 #                                     per-class sample lists); it must not keep a copy of the images.
+#                                     (DCGAN-per-class keeps a reference to ds.images and draws its own
+#                                     per-class rows each step with the global RNG; it ignores Batch.)
 #   update_ema(step: int) -> None     right after each train_step; train_step itself leaves EMA alone.
 #   stage: int | str                  attribute written to metrics.jsonl (GDGAN 1/2, PGGAN resolution).
 # Randomness: use the global torch RNG (or generators saved in extra_state) so resume is exact;
