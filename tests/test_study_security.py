@@ -153,3 +153,29 @@ def test_admin_handlers_check_token_and_disabled_state(tmp_path):
             adm.results(tok, sid)
     tok = adm.login("pw")
     assert adm.progress(tok, sid)[0]["reader"] == "R"
+
+
+def test_study_database_is_never_served_as_a_file(env, tmp_path):
+    """Gradio serves files under allowed_paths; the database (all truth and answers) must not be one."""
+    import gradio as gr
+
+    from medgan_ui.study.api import mount_study_routes
+
+    ws, base, _, _ = env
+    for url in (f"/gradio_api/file={ws.studies_db}", f"/file={ws.studies_db}"):
+        assert httpx.get(base + url).status_code != 200
+    # the way the full app does it: launch with the workspace allowed, then mount the study routes
+    with gr.Blocks() as demo:
+        gr.Markdown("app")
+    app, _, _ = demo.launch(prevent_thread_lock=True, server_port=fx.free_port(), quiet=True, allowed_paths=[str(ws.root)])
+    try:
+        other = ws.root / "visible.txt"
+        other.write_text("ok")
+        url = demo.local_url.rstrip("/")
+        assert httpx.get(f"{url}/gradio_api/file={other}").status_code == 200  # the allowed folder is served...
+        assert httpx.get(f"{url}/gradio_api/file={ws.studies_db}").status_code == 200  # ...the leak without protection
+        mount_study_routes(app, ws)
+        assert httpx.get(f"{url}/gradio_api/file={ws.studies_db}").status_code == 403
+        assert httpx.get(f"{url}/gradio_api/file={ws.root}/./studies.sqlite").status_code != 200
+    finally:
+        demo.close()

@@ -42,8 +42,30 @@ def signin_payload(store: StudyStore, sess: Session, prefix: str = PREFIX) -> di
             "next": next_payload(store.next_case(sess.token), sess.image_key, prefix)}
 
 
+def private_paths(workspace: Workspace) -> list[str]:
+    """Files Gradio must never serve: the study database holds every case's truth and every answer.
+
+    Apps that pass the workspace in `allowed_paths` (to show sample images) must block these.
+    """
+    db = str(workspace.studies_db)
+    return [db, db + "-wal", db + "-shm", db + "-journal"]
+
+
+def protect_study_files(blocks: Any, workspace: Workspace) -> None:
+    """Add the study database to a Gradio app's blocked_paths (checked on every file request)."""
+    blocked = list(getattr(blocks, "blocked_paths", None) or [])
+    blocks.blocked_paths = blocked + [p for p in private_paths(workspace) if p not in blocked]
+
+
 def mount_study_routes(app: Any, workspace: Workspace, prefix: str = PREFIX) -> StudyStore:
-    """Add the reader API and image route to a FastAPI app; call before gr.mount_gradio_app(app, ..., path="/")."""
+    """Add the reader API and image route to a FastAPI app.
+
+    Either on a plain FastAPI app before `gr.mount_gradio_app(app, blocks, path="/",
+    blocked_paths=private_paths(ws))`, or on the App that `blocks.launch()` returns; in the second
+    case the study database is also added to the running app's blocked paths.
+    """
+    if hasattr(app, "get_blocks"):
+        protect_study_files(app.get_blocks(), workspace)
     from fastapi import Header, HTTPException, Query
     from fastapi.responses import JSONResponse, Response
 

@@ -17,14 +17,14 @@ def build_app(workspace: Workspace, admin_password: str | None = None) -> Any:
     import gradio as gr
     from fastapi import FastAPI
 
-    from medgan_ui.study.api import mount_study_routes
+    from medgan_ui.study.api import mount_study_routes, private_paths
     from medgan_ui.ui.rate import build_rate_tab
 
     app = FastAPI()
     mount_study_routes(app, workspace)  # before Gradio takes "/"
     with gr.Blocks(title="MedGAN Studio · reader study") as demo:
         build_rate_tab(workspace, admin_password)
-    return gr.mount_gradio_app(app, demo, path="/")
+    return gr.mount_gradio_app(app, demo, path="/", blocked_paths=private_paths(workspace))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
