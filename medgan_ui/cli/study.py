@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from medgan_ui.cli import add_workspace_arg
 from medgan_ui.workspace import Workspace, atomic_write_text
