@@ -1,0 +1,158 @@
+"""Patient-level, stratified, seeded train/val/test splits.
+
+A patient's follow-up images are nearly the same picture, so a patient in both train and test would
+leak: every split here keeps each patient in one part. Splits are stratified on one finding (the
+patients with at least one positive image form the positive stratum), so the rare finding reaches
+every part, and fractions are met in images as closely as whole patients allow.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from medgan_ui.data.imageset import SPLIT_NAMES, ImageSet
+from medgan_ui.errors import UserError
+
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+MIN_POSITIVE_PATIENTS = 3  # "auto" only stratifies on a finding that can reach all three parts
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or any(not np.isfinite(f) or f < 0 for f in fr):
+        raise UserError(f"split fractions must be three non-negative numbers (train, val, test), got {fractions!r}")
+    if abs(sum(fr) - 1) > 1e-6:
+        raise UserError(f"split fractions must add up to 1, got {fractions!r} (sum {sum(fr):.4g})")
+    if fr[0] <= 0:
+        raise UserError(f"the train fraction must be above 0, got {fractions!r}")
+    return fr  # type: ignore[return-value]
+
+
+def choose_stratify(ds: ImageSet, stratify: str | None = "auto") -> str | None:
+    """The finding to stratify on: a named one, None, or "auto" = the rarest finding (by patients)
+    with at least 3 positive patients, else None."""
+    if stratify is None or stratify == "none":
+        return None
+    det = ds.detailed.numpy().astype(bool)
+    if stratify == "auto":
+        best: tuple[int, int, str] | None = None
+        for j, f in enumerate(ds.findings):
+            pats = len(np.unique(ds.patient_id[det[:, j]]))
+            if pats >= MIN_POSITIVE_PATIENTS and (best is None or (pats, int(det[:, j].sum())) < best[:2]):
+                best = (pats, int(det[:, j].sum()), f)
+        return None if best is None else best[2]
+    if stratify not in ds.findings:
+        raise UserError(
+            f"cannot stratify on {stratify!r}: dataset {ds.name!r} has findings {ds.findings}; "
+            f"use one of them, 'auto' or 'none'"
+        )
+    return stratify
+
+
+def _allocate(weights: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Part (0/1/2) per patient: shuffle, then cut the running image count at the fractions.
+
+    A patient goes to the part in which the middle of its images falls, so big patients do not all
+    land in the last part. Every part with a fraction > 0 gets at least one patient when possible."""
+    m = len(weights)
+    order = rng.permutation(m)
+    w = weights[order].astype(np.float64)
+    mid = (np.cumsum(w) - w / 2) / max(w.sum(), 1e-12)
+    bounds = np.cumsum(fractions)[:-1]
+    part_sorted = np.searchsorted(bounds, mid, side="right")
+    part = np.empty(m, np.int64)
+    part[order] = part_sorted
+    wanted = [k for k, f in enumerate(fractions) if f > 0]
+    for k in wanted:  # give an empty part the random-first patient of the most crowded part
+        if m >= len(wanted) and not (part == k).any():
+            donor = max(wanted, key=lambda d: int((part == d).sum()))
+            candidates = [i for i in order if part[i] == donor]
+            part[candidates[0]] = k
+    return part
+
+
+def _split_once(ds: ImageSet, finding: str | None, fractions: Sequence[float], seed: int) -> np.ndarray:
+    patients, inverse = np.unique(ds.patient_id, return_inverse=True)
+    images_per_patient = np.bincount(inverse, minlength=len(patients))
+    positive = np.zeros(len(patients), bool)
+    if finding is not None:
+        j = ds.finding_index(finding)
+        positive[inverse[ds.detailed[:, j].numpy().astype(bool)]] = True
+    rng = np.random.default_rng(seed)
+    part = np.empty(len(patients), np.int64)
+    for stratum in (positive, ~positive):  # positives first: their allocation must not depend on negatives
+        idx = np.flatnonzero(stratum)
+        if len(idx):
+            part[idx] = _allocate(images_per_patient[idx], fractions, rng)
+    return part[inverse].astype(np.int8)
+
+
+def _check_possible(ds: ImageSet, finding: str | None, fractions: Sequence[float]) -> None:
+    parts = sum(1 for f in fractions if f > 0)
+    n_pat = ds.n_patients()
+    if n_pat < parts:
+        raise UserError(
+            f"dataset {ds.name!r} has {n_pat} patient(s), too few for a patient-level split into {parts} parts; "
+            f"add images from more patients or set the val/test fractions to 0"
+        )
+    if finding is None:
+        return
+    j = ds.finding_index(finding)
+    pos = len(np.unique(ds.patient_id[ds.detailed[:, j].numpy().astype(bool)]))
+    if pos < parts:
+        raise UserError(
+            f"only {pos} patient(s) in {ds.name!r} have {finding!r}; a split stratified on it needs at least "
+            f"{parts} (one positive patient per part). Add more {finding} patients, stratify on another finding, "
+            f"or split without stratification (stratify='none')"
+        )
+
+
+def split_summary(ds: ImageSet, split: np.ndarray, finding: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizes": {}, "patients": {}, "positives": {}, "positive_patients": {}}
+    pos = ds.detailed[:, ds.finding_index(finding)].numpy().astype(bool) if finding else None
+    for k, name in enumerate(SPLIT_NAMES):
+        rows = split == k
+        out["sizes"][name] = int(rows.sum())
+        out["patients"][name] = int(len(np.unique(ds.patient_id[rows])))
+        if pos is not None:
+            out["positives"][name] = int((rows & pos).sum())
+            out["positive_patients"][name] = int(len(np.unique(ds.patient_id[rows & pos])))
+    return out
+
+
+def assign_split(
+    ds: ImageSet,
+    stratify: str | None = "auto",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> ImageSet:
+    """A copy of `ds` (tensors shared) with ds.split (int8: 0 train, 1 val, 2 test) and ds.meta["split"].
+
+    Same data, stratify, fractions and seed give the same split, whatever the order of the images."""
+    fr = check_fractions(fractions)
+    finding = choose_stratify(ds, stratify)
+    _check_possible(ds, finding, fr)
+    split = _split_once(ds, finding, fr, seed)
+    meta = dict(ds.meta)
+    meta["split"] = {"seed": int(seed), "fractions": list(fr), "stratify": finding, **split_summary(ds, split, finding)}
+    return dataclasses.replace(ds, split=split, meta=meta)
+
+
+def k_splits(
+    ds: ImageSet,
+    k: int,
+    stratify: str | None = "auto",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """K repeated patient-level splits (seeds seed, seed+1, ...), for repeated-split experiments.
+
+    Split i equals assign_split(ds, stratify, fractions, seed + i).split."""
+    if int(k) < 1:
+        raise UserError(f"number of splits must be at least 1, got {k!r}")
+    fr = check_fractions(fractions)
+    finding = choose_stratify(ds, stratify)
+    _check_possible(ds, finding, fr)
+    return [_split_once(ds, finding, fr, seed + i) for i in range(int(k))]
