@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medgan_ui.errors import UserError
 from medgan_ui.evaluate import stats
-from medgan_ui.workspace import atomic_write_json, atomic_write_text
+from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
 
 FPR_GRID = np.linspace(0, 1, 101)
 
@@ -119,3 +120,39 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     if rows:
         save_roc(results, out / "roc.png")
         save_confusion(results, out / "confusion.png")
+
+
+def list_outputs(ws: Workspace, kind: str = "experiment") -> list[str]:
+    """Finished experiment (or 'gan-metrics') folders in the workspace, newest first."""
+    out = []
+    for d in sorted(ws.experiments.iterdir(), key=lambda p: p.name, reverse=True):
+        man = d / "manifest.json"
+        if d.is_dir() and man.is_file():
+            try:
+                if read_json(man).get("kind") == kind:
+                    out.append(d.name)
+            except ValueError:  # a half-written manifest from a crashed run: skip it
+                continue
+    return out
+
+
+def load_results(ws: Workspace, exp_id: str) -> dict[str, Any]:
+    d = ws.experiment_dir(exp_id)
+    for name in ("results.json", "metrics.json"):
+        if (d / name).is_file():
+            return read_json(d / name)
+    raise UserError(f"{exp_id!r} has no results in {ws.experiments}; it may still be running or it failed")
+
+
+def roc_long(results: dict[str, Any], target: str | None = None) -> list[dict[str, Any]]:
+    """Mean ROC points per strategy as long rows (strategy, fpr, tpr), for an interactive line plot."""
+    targets = results["targets"]
+    target = target or next(iter(targets), None)
+    rows: list[dict[str, Any]] = []
+    for s in results["config"]["strategies"]:
+        e = targets.get(target, {}).get(s)
+        if e is None:
+            continue
+        label = f"{s} (AUC {e['auc_mean']:.3f})"
+        rows += [{"strategy": label, "fpr": f, "tpr": t} for f, t in zip(e["roc_mean"]["fpr"], e["roc_mean"]["tpr"])]
+    return rows

@@ -1,0 +1,222 @@
+"""Compare tab: run the augmentation-comparison experiment and the GAN metrics as background jobs,
+then show the AUC table (CI, DeLong p), the ROC overlay, sensitivity/specificity and the GAN-metric
+table (Welch p). All computation lives in medgan_ui.evaluate; this module only wires widgets.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from medgan_ui.errors import UserError
+from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment, validate
+from medgan_ui.evaluate.gan_metrics import evaluate_gan, metric_rows
+from medgan_ui.evaluate.plots import confusion_figure, roc_figure
+from medgan_ui.evaluate.results import list_outputs, load_results, roc_long, table_rows
+from medgan_ui.jobs import ACTIVE
+from medgan_ui.ui.errors import friendly
+
+TIMER_S = 2.0
+BASE = ["none", "classic", "undersample", "oversample"]
+INITS = ["scratch", "imagenet", "segmentation"]
+
+
+def synthetic_choices(ctx: Any) -> list[str]:
+    """Finished runs and exported synthetic sets: what a 'synthetic:<id>' strategy can use."""
+    runs = [r["run_id"] for r in ctx.list_runs() if r.get("status") not in ("running", "queued", "created")]
+    sets = sorted((p.name for p in ctx.workspace.synthetic.iterdir() if (p / "labels.csv").is_file()), reverse=True)
+    return runs + sets
+
+
+def config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
+                     lr, ratio, seed) -> ExperimentConfig:
+    if not targets:
+        raise UserError("choose at least one target finding")
+    strategies = list(base or []) + [f"synthetic:{s}" for s in (synth or [])]
+    if not strategies:
+        raise UserError("tick at least one strategy (and keep 'none' to get p-values against it)")
+    if init == "imagenet":
+        if not (weights or "").strip():
+            raise UserError("ImageNet init needs the path of a local torchvision weights file (nothing is downloaded)")
+        init = f"imagenet:{weights.strip()}"
+    values = {"splits": splits, "epochs": epochs, "patience": patience, "batch size": batch, "learning rate": lr,
+              "width": width, "synthetic ratio": ratio, "seed": seed}
+    for name, v in values.items():
+        if v is None or v == "":
+            raise UserError(f"{name} is empty: enter a value")
+    return ExperimentConfig(targets=list(targets), strategies=strategies, classifier=classifier, width=float(width),
+                            init=init, splits=int(splits), epochs=int(epochs), patience=int(patience),
+                            batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed))
+
+
+def progress_html(job: dict | None) -> str:
+    if not job:
+        return "<p>No experiment running. Configure it on the left and press <b>Run experiment</b>.</p>"
+    p = job.get("progress") or {}
+    frac = float(p.get("progress", 0.0))
+    msg = html.escape(str(p.get("message", "")))
+    err = f"<div class='mg-error'>{html.escape(job['error'])}</div>" if job.get("error") else ""
+    return (f"<div><b>{html.escape(job['name'])}</b> &middot; {job['status']} &middot; {100 * frac:.0f}%"
+            f"<progress max='1' value='{frac:.3f}' style='width:100%;height:10px'></progress>"
+            f"<div>{msg}</div>{err}</div>")
+
+
+def show_experiment(ctx: Any, exp_id: str | None):
+    """(table, interactive ROC rows, ROC figure, confusion figure, notes) for one experiment."""
+    if not exp_id:
+        return pd.DataFrame(), pd.DataFrame(columns=["strategy", "fpr", "tpr"]), None, None, ""
+    res = load_results(ctx.workspace, exp_id)
+    notes = "\n".join(f"- {html.escape(n)}" for n in res.get("notes", []))
+    cfg = res["config"]
+    head = (f"**{exp_id}**: {', '.join(cfg['targets'])} · {cfg['classifier']} ({cfg['init']}) · "
+            f"{len(res.get('complete_splits', []))}/{cfg['splits']} splits · status {res['status']}. "
+            "p = DeLong test against 'none' per split, combined over splits (Stouffer); sensitivity/specificity "
+            "at the Youden threshold chosen on validation.")
+    return (pd.DataFrame(table_rows(res)), pd.DataFrame(roc_long(res)), roc_figure(res), confusion_figure(res),
+            head + ("\n\n" + notes if notes else ""))
+
+
+def build_compare_tab(ctx: Any) -> None:
+    gr.Markdown("### Does synthetic augmentation help the rare-class classifier?\n"
+                "K patient-level splits shared by every strategy; early stopping on validation; test AUC with "
+                "bootstrap 95 % CI and DeLong p-values against *none*.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            targets = gr.Dropdown([], multiselect=True, label="Target finding(s)", elem_id="mg-cmp-targets",
+                                  allow_custom_value=True,
+                                  info="One = binary classifier; several = one multi-label classifier.")
+            base = gr.CheckboxGroup(BASE, value=["none", "oversample"], label="Strategies")
+            synth = gr.Dropdown([], multiselect=True, label="Synthetic from run / synthetic set", allow_custom_value=True,
+                                info="Rare classes are topped up with its images; general labels match the real positives.")
+            with gr.Row():
+                classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier")
+                width = gr.Number(0.5, label="Width", info="Channel multiplier; 1 = published network.")
+                init = gr.Dropdown(INITS, value="scratch", label="Initialisation")
+            weights = gr.Textbox(label="ImageNet weights file (torchvision state dict, local path)", visible=True)
+            with gr.Row():
+                splits = gr.Number(3, label="Splits", precision=0)
+                epochs = gr.Number(20, label="Max epochs", precision=0)
+                patience = gr.Number(5, label="Patience", precision=0)
+            with gr.Row():
+                batch = gr.Number(64, label="Batch size", precision=0)
+                lr = gr.Number(1e-3, label="Learning rate")
+                ratio = gr.Number(1.0, label="Synthetic ratio", info="Positives reach ratio x negatives.")
+                seed = gr.Number(0, label="Seed", precision=0)
+            with gr.Row():
+                start = gr.Button("Run experiment", variant="primary", elem_id="mg-cmp-start")
+                stop = gr.Button("Stop", variant="stop")
+            status = gr.Markdown()
+            live = gr.HTML(progress_html(None))
+        with gr.Column(scale=3):
+            exp_sel = gr.Dropdown([], label="Experiment", allow_custom_value=True, elem_id="mg-cmp-exp")
+            summary = gr.Markdown()
+            table = gr.Dataframe(label="AUC (mean ± SD over splits), 95 % CI, p vs none, sensitivity, specificity",
+                                 interactive=False, wrap=True)
+            roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
+                                label="Mean test ROC (interactive; first target)", height=320)
+            roc_png = gr.Plot(label="ROC curves (per split faint, mean bold)")
+            conf = gr.Plot(label="Confusion matrices summed over splits")
+    gr.Markdown("### GAN quality metrics")
+    with gr.Row():
+        m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs / synthetic sets (two for a Welch t-test on IS)")
+        m_ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
+        m_n = gr.Number(500, label="Images per model", precision=0)
+        m_go = gr.Button("Compute metrics")
+    m_sel = gr.Dropdown([], label="Metrics result", allow_custom_value=True)
+    m_table = gr.Dataframe(interactive=False, wrap=True, label="IS (10 splits), FID with real-vs-real floor, KID, memorisation")
+    jobs = gr.State({})
+
+    @friendly
+    def on_start(*form):
+        ds = ctx.require_dataset()
+        cfg = config_from_form(*form)
+        validate(cfg, ctx.workspace, ds)  # bad input is shown now, not as a failed job later
+
+        def job(on_progress, should_stop):
+            out = run_experiment(cfg, ctx.workspace, on_progress, should_stop, dataset=ds)
+            return {"id": out["id"], "dir": out["dir"], "status": out["status"]}
+
+        jid = ctx.jobs.submit("experiment", f"compare {'+'.join(cfg.targets)}", job)
+        return f"Experiment queued ({jid}).", {"exp": jid}
+
+    form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed]
+    start.click(on_start, form, [status, jobs], concurrency_limit=1, api_name="compare_start")
+
+    @friendly
+    def on_stop(state):
+        jid = (state or {}).get("exp")
+        if not jid:
+            raise UserError("no experiment was started from this page")
+        return ctx.jobs.stop(jid)
+
+    stop.click(on_stop, [jobs], [status], queue=False, api_visibility="private")
+
+    @friendly
+    def on_metrics(runs, ext, n, state):
+        ds = ctx.require_dataset()
+        if not runs:
+            raise UserError("choose at least one run or synthetic set")
+
+        def job(on_progress, should_stop):
+            out = evaluate_gan(ctx.workspace, ds, list(runs), extractor=(ext or "domain").strip(), n=int(n),
+                               on_progress=on_progress, should_stop=should_stop)
+            return {"id": out["id"], "dir": out["dir"]}
+
+        jid = ctx.jobs.submit("metrics", f"metrics {'+'.join(runs)}", job)
+        return f"Metrics queued ({jid}).", {**(state or {}), "metrics": jid}
+
+    m_go.click(on_metrics, [m_runs, m_ext, m_n, jobs], [status, jobs], concurrency_limit=1, api_name="compare_metrics")
+
+    @friendly
+    def on_show(exp_id):
+        return show_experiment(ctx, exp_id)
+
+    exp_sel.change(on_show, [exp_sel], [table, roc_i, roc_png, conf, summary], api_name="compare_show")
+
+    @friendly
+    def on_show_metrics(mid):
+        return pd.DataFrame(metric_rows(load_results(ctx.workspace, mid))) if mid else pd.DataFrame()
+
+    m_sel.change(on_show_metrics, [m_sel], [m_table], api_visibility="private")
+
+    def on_tick(state):
+        """Progress of this page's jobs; lists refreshed only when they changed (skip otherwise)."""
+        state = dict(state or {})
+        jid = state.get("exp")
+        job = ctx.jobs.get(jid) if jid else None
+        mjob = ctx.jobs.get(state["metrics"]) if state.get("metrics") else None
+        exps, mets = list_outputs(ctx.workspace), list_outputs(ctx.workspace, "gan-metrics")
+        exp_update = gr.update(choices=exps) if exps != state.get("exps") else gr.skip()
+        if job and job["status"] not in ACTIVE and job.get("result", {}).get("id") and state.get("shown") != jid:
+            exp_update = gr.update(choices=exps, value=job["result"]["id"])  # show the finished experiment
+            state["shown"] = jid
+        met_update = gr.update(choices=mets) if mets != state.get("mets") else gr.skip()
+        if mjob and mjob["status"] not in ACTIVE and mjob.get("result", {}).get("id") and state.get("mshown") != mjob["id"]:
+            met_update = gr.update(choices=mets, value=mjob["result"]["id"])
+            state["mshown"] = mjob["id"]
+        ds = ctx.dataset
+        key = None if ds is None else f"{ds.name}:{ds.fingerprint}"
+        t_update = gr.update(choices=list(ds.findings) if ds is not None else []) if key != state.get("ds") else gr.skip()
+        sources = synthetic_choices(ctx)
+        s_update = gr.update(choices=sources) if sources != state.get("sources") else gr.skip()
+        state.update(exps=exps, mets=mets, ds=key, sources=sources)
+        active = job if job and job["status"] in ACTIVE else (mjob if mjob and mjob["status"] in ACTIVE else job)
+        html_out = progress_html(active)
+        live_update = html_out if html_out != state.get("html") else gr.skip()
+        state["html"] = html_out
+        return live_update, exp_update, met_update, t_update, s_update, s_update, state
+
+    gr.Timer(TIMER_S).tick(on_tick, [jobs], [live, exp_sel, m_sel, targets, synth, m_runs, jobs],
+                           show_progress="hidden", api_visibility="private")
+
+    def on_refresh():
+        ds = ctx.dataset
+        found = list(ds.findings) if ds is not None else []
+        choices = synthetic_choices(ctx)
+        return (gr.update(choices=found), gr.update(choices=choices), gr.update(choices=choices),
+                gr.update(choices=list_outputs(ctx.workspace)))
+
+    refresh = gr.Button("Refresh lists (findings of the loaded data, runs, experiments)", size="sm")
+    refresh.click(on_refresh, None, [targets, synth, m_runs, exp_sel], queue=False, api_visibility="private")

@@ -1,0 +1,59 @@
+"""Compare tab: form -> config, an experiment run as a background job through the app's API, results shown."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from medgan_ui.data.phantom import demo_imageset
+from medgan_ui.errors import UserError
+from medgan_ui.ui.compare import config_from_form, progress_html, show_experiment
+
+torch.set_num_threads(1)
+FORM = dict(targets=["Effusion"], base=["none", "oversample"], synth=[], classifier="fridadar", width=0.25,
+            init="scratch", weights="", splits=2, epochs=1, patience=1, batch=32, lr=1e-3, ratio=1.0, seed=0)
+
+
+def test_config_from_form():
+    cfg = config_from_form(**{**FORM, "synth": ["gdgan-1"]})
+    assert cfg.strategies == ["none", "oversample", "synthetic:gdgan-1"] and cfg.width == 0.25
+    with pytest.raises(UserError, match="target"):
+        config_from_form(**{**FORM, "targets": []})
+    with pytest.raises(UserError, match="weights file"):
+        config_from_form(**{**FORM, "init": "imagenet"})
+    assert config_from_form(**{**FORM, "init": "imagenet", "weights": "/w.pth"}).init == "imagenet:/w.pth"
+    with pytest.raises(UserError, match="epochs is empty"):
+        config_from_form(**{**FORM, "epochs": None})
+    assert "No experiment running" in progress_html(None)
+
+
+def test_experiment_job_through_the_app_api(tmp_path):
+    gr = pytest.importorskip("gradio")
+    client_mod = pytest.importorskip("gradio_client")
+    from medgan_ui.ui.compare import build_compare_tab
+    from medgan_ui.ui.context import AppContext
+
+    ctx = AppContext.create(tmp_path / "ws")
+    ctx.set_dataset(demo_imageset(n=300, size=32, seed=3))
+    with gr.Blocks() as demo:
+        build_compare_tab(ctx)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        client = client_mod.Client(demo.local_url, verbose=False)
+        with pytest.raises(Exception, match="only|patients|not in dataset"):
+            client.predict(*{**FORM, "targets": ["Hernia"]}.values(), api_name="/compare_start")
+        msg = client.predict(*FORM.values(), api_name="/compare_start")
+        assert "queued" in (msg if isinstance(msg, str) else msg[0])
+        deadline = time.monotonic() + 300
+        while ctx.jobs.active("experiment") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        job = ctx.jobs.jobs()[0]
+        assert job["status"] == "done", job
+        table, roc, fig, conf, head = show_experiment(ctx, job["result"]["id"])
+        assert list(table["strategy"]) == ["none", "oversample"] and table["p_delong_vs_none"].notna().tolist() == [False, True]
+        assert set(roc.columns) == {"strategy", "fpr", "tpr"} and len(roc) == 2 * 101
+        assert fig is not None and conf is not None and "Effusion" in head
+    finally:
+        demo.close()
+        ctx.jobs.shutdown()
