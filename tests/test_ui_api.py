@@ -184,3 +184,19 @@ def test_resume_and_bad_resume(app):
     job = ctx.jobs.job_for_run(run_id)
     ctx.jobs.stop(job["id"])
     assert ctx.jobs.wait(job["id"], timeout=60)["status"] in ("stopped", "done")
+
+
+def test_real_nih_folder_reports_rows_without_images(app):
+    from pathlib import Path
+
+    nih = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000"
+    if not nih.is_dir():
+        pytest.skip("shared NIH sample not present")
+    ctx, client = app
+    status, info, preview, _counts, _chart, _split, skipped_note, _skipped = client.predict(
+        *load_args(SOURCES[1], str(nih)), api_name="/load_data")
+    assert "Loaded" in status and "1,000 images" in info and "264 patients" in info
+    assert "format `nih`" in info
+    assert "111,120 label row(s) have no image file" in skipped_note
+    assert any("Cardiomegaly" in item["caption"] for item in preview)  # rare findings are previewed
+    assert ctx.dataset.name == "nih-cxr14-1000"

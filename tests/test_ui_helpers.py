@@ -116,3 +116,27 @@ def test_run_list_after_restart_shows_interrupted_run(tmp_path):
     rows = run_summaries(ws, JobManager(ws))
     assert rows == [{"run_id": "gdgan-1", "model": "gdgan", "preset": "tiny", "status": "interrupted", "step": 20,
                      "steps": 50, "message": "", "job_id": None}]
+
+
+def test_background_dataset_load_says_it_is_still_loading(tmp_path):
+    import threading
+
+    from medgan_ui.ui.context import AppContext
+
+    ctx = AppContext.create(tmp_path)
+    gate = threading.Event()
+    ds = tiny_set()
+    ctx.load_in_background(lambda: (gate.wait(10), ds)[1])
+    with pytest.raises(UserError, match="still being prepared"):
+        ctx.require_dataset()
+    gate.set()
+    assert ctx.wait_for_dataset(timeout=10) is ds and ctx.require_dataset() is ds and not ctx.loading
+
+    def broken():
+        raise UserError("demo cache is damaged")
+
+    ctx2 = AppContext.create(tmp_path)
+    ctx2.load_in_background(broken)
+    assert ctx2.wait_for_dataset(timeout=10) is None and ctx2.load_error == "demo cache is damaged"
+    with pytest.raises(UserError, match="no dataset is loaded"):
+        ctx2.require_dataset()

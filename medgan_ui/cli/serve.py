@@ -43,9 +43,9 @@ def serve(args: argparse.Namespace) -> int:
         print("warning: --share makes the app public; add --auth USER:PASS to protect it", file=sys.stderr)
     admin = args.admin_password or os.environ.get("MEDGAN_ADMIN_PASSWORD") or None
     ctx = AppContext.create(args.workspace, admin_password=admin)
-    if not args.no_demo:
-        load_demo(ctx)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
+    if not args.no_demo:  # the page opens at once; the Data tab shows the demo when it is ready
+        ctx.load_in_background(lambda: load_demo(ctx))
     try:
         launch_app(ctx, host=args.host, port=args.port, auth=auth, share=args.share, prevent_thread_lock=True)
         while True:
@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_demo(ctx: Any) -> None:
+def load_demo(ctx: Any) -> Any:
     """First start generates the phantom dataset (then it comes from the workspace cache)."""
     from medgan_ui.data.load import load_dataset
 
@@ -65,6 +65,7 @@ def load_demo(ctx: Any) -> None:
     ds = load_dataset("demo", workspace=ctx.workspace)
     ctx.set_dataset(ds)
     print(f"demo dataset ready: {len(ds)} images in {time.perf_counter() - t0:.1f} s", flush=True)
+    return ds
 
 
 def register(sub: Any) -> None:

@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
@@ -38,6 +38,8 @@ class AppContext:
     device: str = field(default_factory=describe_device)
     _dataset: ImageSet | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _loading: threading.Event | None = field(default=None, repr=False)  # set when a background load ends
+    load_error: str | None = None
 
     @classmethod
     def create(cls, workspace: Workspace | str | None = None, admin_password: str | None = None) -> "AppContext":
@@ -54,8 +56,38 @@ class AppContext:
         with self._lock:
             self._dataset = ds
 
+    def load_in_background(self, load: Callable[[], ImageSet]) -> threading.Thread:
+        """Load a dataset without holding up the page (first start generates the demo: a minute on a CPU)."""
+        done = threading.Event()
+        self._loading = done
+
+        def work() -> None:
+            try:
+                self.set_dataset(load())
+            except Exception as exc:  # shown in the Data tab; the app stays usable with another source
+                self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=work, name="medgan-dataset-load", daemon=True)
+        t.start()
+        return t
+
+    def wait_for_dataset(self, timeout: float | None = None) -> ImageSet | None:
+        """The loaded dataset, after waiting for a background load still under way."""
+        if self._loading is not None:
+            self._loading.wait(timeout)
+        return self.dataset
+
+    @property
+    def loading(self) -> bool:
+        return self._loading is not None and not self._loading.is_set()
+
     def require_dataset(self) -> ImageSet:
         ds = self.dataset
+        if ds is None and self.loading:
+            raise UserError("the built-in demo dataset is still being prepared (the first start generates it); "
+                            "try again in a moment")
         if ds is None:
             raise UserError("no dataset is loaded: open the Data tab, choose a source and press 'Load dataset'")
         return ds

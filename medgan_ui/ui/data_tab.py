@@ -206,7 +206,13 @@ def torch_index(idx: np.ndarray):
 
 def on_page_load(ctx: AppContext) -> Callable[[], tuple]:
     """A reload (or a second browser) shows the dataset the app has loaded."""
-    return lambda: dataset_view(ctx.dataset)
+    def load() -> tuple:
+        ds = ctx.wait_for_dataset(timeout=600)  # a first start is still generating the demo
+        if ds is None and ctx.load_error:
+            raise gr.Error(f"the demo dataset could not be prepared: {ctx.load_error}", print_exception=False)
+        return dataset_view(ds)
+
+    return load
 
 
 # ---- the tab -----------------------------------------------------------------------------------
