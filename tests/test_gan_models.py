@@ -227,3 +227,19 @@ def test_acgan_general_conditioning_flag():
     plain, both = model("acgan"), model("acgan", use_general=True)
     assert plain.n_cond == 3 and both.n_cond == 3 + 1 + 1 + 3
     assert both.train_step(batch(0), 0)["d_aux"].ndim == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channels_last_and_bf16_autocast(kind):
+    """What the engine does on a GPU (channels_last nets and batches, bf16 autocast), run on the CPU."""
+    m = model(kind, steps=6)
+    for net in m.nets.values():
+        net.to(memory_format=torch.channels_last)
+    b = batch(0)
+    b.images = b.images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m.train_step(b, 4 if kind == "gdgan" else 0)  # GDGAN: a stage-2 step (G1 -> G2 path)
+    m.update_ema(0)
+    assert all(torch.isfinite(v) for v in out.values()), out
+    x = m.generate(m.noise(3), DS.general[:3], DS.detailed[:3].float())["images"]
+    assert x.shape == (3, 1, S, S) and torch.isfinite(x).all()

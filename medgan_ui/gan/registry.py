@@ -11,17 +11,13 @@ from medgan_ui.gan.config import MODEL_KINDS, TrainConfig, validate
 
 
 def _families() -> dict[str, type]:
+    # imported here so `medgan_ui.gan.config` (used by the UI) does not pull in every net
+    from medgan_ui.gan.models.acgan import ACGAN
+    from medgan_ui.gan.models.dcgan import DCGANPerClass
     from medgan_ui.gan.models.gdgan import GDGAN
+    from medgan_ui.gan.models.pggan import PGGAN
 
-    fams: dict[str, type] = {"gdgan": GDGAN}
-    try:
-        from medgan_ui.gan.models.acgan import ACGAN
-        from medgan_ui.gan.models.dcgan import DCGANPerClass
-        from medgan_ui.gan.models.pggan import PGGAN
-    except ImportError:
-        return fams
-    fams.update(acgan=ACGAN, dcgan=DCGANPerClass, pggan=PGGAN)
-    return fams
+    return {"gdgan": GDGAN, "acgan": ACGAN, "dcgan": DCGANPerClass, "pggan": PGGAN}
 
 
 def build_model(kind: str, model_cfg: Any, train_cfg: TrainConfig, schema: LabelSchema, device: torch.device) -> GANModel:
@@ -34,7 +30,4 @@ def build_model(kind: str, model_cfg: Any, train_cfg: TrainConfig, schema: Label
     if schema.image_size != train_cfg.image_size:
         raise UserError(f"the dataset's images are {schema.image_size}x{schema.image_size} but image_size is "
                         f"{train_cfg.image_size}; prepare the data at {train_cfg.image_size} or set image_size={schema.image_size}")
-    fams = _families()
-    if kind not in fams:
-        raise UserError(f"model {kind!r} is not available in this build")
-    return fams[kind](model_cfg, train_cfg, schema, torch.device(device))
+    return _families()[kind](model_cfg, train_cfg, schema, torch.device(device))
