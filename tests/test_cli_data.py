@@ -40,7 +40,7 @@ def test_inspect_nih_json_gives_the_readme_counts(medgan, tmp_path):
     assert d["no_finding"] == 499 and d["findings"]["Effusion"] == 170 and d["findings"]["Hernia"] == 9
     assert d["finding_patients"]["Cardiomegaly"] == 24
     assert d["cells"]["sex"]["F"]["Hernia"] + d["cells"]["sex"]["M"]["Hernia"] == 9
-    assert sum(d["split"].values()) == 1000
+    assert sum(d["split"].values()) == 1000 and d["split_stratified_on"] == "Edema"
     rc, out, _ = medgan("data", "inspect", str(NIH), "--workspace", str(tmp_path / "ws"))
     assert rc == 0 and "from cache" in out and "111120 label rows have no image" in out
     assert "Effusion" in out and "sex x finding" in out
@@ -63,17 +63,26 @@ def test_inspect_text_lists_every_skipped_file(medgan, tmp_path):
 def test_inspect_generic_csv_options(medgan, tmp_path):
     src = tmp_path / "study"
     src.mkdir()
-    for i in range(3):
+    for i in range(5):
         Image.new("L", (20, 20), 40 * i).save(src / f"c{i}.png")
-    (src / "table.csv").write_text("file,site,pneumo,subject\nc0.png,A,1,s1\nc1.png,B,0,s1\nc2.png,B,0,s2\n")
+    (src / "table.csv").write_text("file,site,pneumo,subject\nc0.png,A,1,s1\nc1.png,B,0,s1\nc2.png,B,0,s2\n"
+                                   "c3.png,B,0,s3\nc4.png,A,1,s4\n")
     args = ["data", "inspect", str(src), "--json", "--workspace", str(tmp_path / "ws"), "--csv", "table.csv",
             "--image-column", "file", "--general-columns", "site", "--finding-columns", "pneumo",
             "--patient-column", "subject"]
     rc, out, err = medgan(*args)
     assert rc == 0, err
     d = json.loads(out)
-    assert d["format"] == "csv" and d["images"] == 3 and d["patients"] == 2
-    assert d["general"] == {"site": {"A": 1, "B": 2}} and d["findings"] == {"pneumo": 1}
+    assert d["format"] == "csv" and d["images"] == 5 and d["patients"] == 4
+    assert d["general"] == {"site": {"A": 2, "B": 3}} and d["findings"] == {"pneumo": 2}
+    assert sum(d["split"].values()) == 5 and min(d["split"].values()) >= 1
+    # a dataset too small for three parts: a clear error, and the way out (train-only split) works
+    (src / "table.csv").write_text("file,site,pneumo,subject\nc0.png,A,1,s1\nc1.png,B,0,s1\n")
+    rc, _, err = medgan(*args)
+    assert rc == 2 and "too few for a patient-level split" in err
+    rc, out, err = medgan(*args, "--fractions", "1", "0", "0", "--stratify", "none")
+    assert rc == 0, err
+    assert json.loads(out)["split"] == {"train": 2, "val": 0, "test": 0}
     rc, _, err = medgan(*args[:-6], "--general-columns", "scanner")
     assert rc == 2 and "'scanner'" in err and "file, site, pneumo, subject" in err and "Traceback" not in err
 
@@ -88,7 +97,7 @@ def test_inspect_dicom_with_window(medgan, tmp_path):
     (tmp_path / "dcm").mkdir()
     shutil.copy(ct, tmp_path / "dcm" / "ct.dcm")
     rc, out, err = medgan("data", "inspect", str(tmp_path / "dcm"), "--window", "40", "400", "--json",
-                          "--workspace", str(tmp_path / "ws"))
+                          "--fractions", "1", "0", "0", "--workspace", str(tmp_path / "ws"))  # one patient
     assert rc == 0, err
     d = json.loads(out)
     assert d["format"] == "dicom" and d["images"] == 1 and d["general"]["sex"]["unknown"] == 1

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--age-bands", action="store_true", help="add an age-band general label where ages are known")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-cache", action="store_true", help="read the source again, do not use or write the cache")
+    p.add_argument("--stratify", default="auto", help="finding to stratify the split on, 'auto' or 'none'")
+    p.add_argument("--fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.7, 0.1, 0.2),
+                   help="patient-level split fractions (default 0.7 0.1 0.2)")
+    p.add_argument("--split-seed", type=int, default=0)
     g = p.add_argument_group("generic CSV + folder")
     g.add_argument("--csv", default=None, help="labels CSV (path, or name inside the folder)")
     g.add_argument("--image-column", default=None, help="column with the image file names")
@@ -60,7 +64,9 @@ def _inspect(args: argparse.Namespace) -> int:
         patient_column=args.patient_column, window=tuple(args.window) if args.window else None,
         labels_csv=args.labels_csv,
     )
-    ds = load_dataset(args.path, args.format, opts, Workspace(args.workspace), use_cache=not args.no_cache)
+    stratify = None if args.stratify.lower() == "none" else args.stratify
+    ds = load_dataset(args.path, args.format, opts, Workspace(args.workspace), stratify=stratify,
+                      split_seed=args.split_seed, fractions=tuple(args.fractions), use_cache=not args.no_cache)
     report = inspect_report(ds)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

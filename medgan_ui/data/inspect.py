@@ -26,6 +26,7 @@ def inspect_report(ds: ImageSet) -> dict[str, Any]:
         "no_finding": counts["no_finding"],
         "cells": counts["cells"],
         "split": counts.get("split"),
+        "split_stratified_on": (ds.meta.get("split") or {}).get("stratify"),
         "masks": list(ds.mask_names),
         "missing_images": report.missing_images,
         "missing_examples": report.missing_examples,
@@ -54,7 +55,8 @@ def format_report(d: dict[str, Any]) -> str:
         for f in [*d["findings"], "No Finding"]:
             lines.append(f"          {f:<{width + 2}}" + "".join(f"{cells[v].get(f, 0):>8}" for v in values))
     if d["split"]:
-        lines.append("split     " + "   ".join(f"{k} {v}" for k, v in d["split"].items()))
+        how = f"  (patient-level, stratified on {d['split_stratified_on']})" if d.get("split_stratified_on") else ""
+        lines.append("split     " + "   ".join(f"{k} {v}" for k, v in d["split"].items()) + how)
     if d["masks"]:
         lines.append("masks     " + ", ".join(d["masks"]))
     if d["missing_images"]:

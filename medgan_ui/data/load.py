@@ -42,8 +42,9 @@ def load_dataset(
 ) -> ImageSet:
     """Load a dataset folder/file (or "demo"), using the workspace cache when it is current.
 
-    stratify: finding name to stratify the patient-level split on, "auto" (the rarest finding
-    with at least one positive image) or None. Sets that carry their own split (MedMNIST) keep it.
+    stratify: finding name to stratify the patient-level split on, "auto" (the rarest finding that
+    can reach every part, see data/split.py) or None. Sets that carry their own split (MedMNIST,
+    train/val/test folders) keep it.
     """
     opts = dataclasses.replace(options or ReadOptions(), report=Report())  # fresh report per load
     fractions = tuple(float(f) for f in fractions)
@@ -69,11 +70,9 @@ def load_dataset(
             ds.meta["loaded_from_cache"] = True
             return ds
     ds = _read(root, fmt, opts)
+    ds.meta.update(name=name, format=fmt, source_root=str(root) if root else "demo")  # named in split errors
     ds = _split(ds, stratify, fractions, split_seed)
     ds.meta.update(
-        name=name,
-        format=fmt,
-        source_root=str(root) if root else "demo",
         fingerprint=fp,
         options=opts.cache_key(),
         report=opts.report.to_dict(),
@@ -95,22 +94,12 @@ def _read(root: Path | None, fmt: str, opts: ReadOptions) -> ImageSet:
 
 
 def _split(ds: ImageSet, stratify: str | None, fractions: tuple[float, ...], seed: int) -> ImageSet:
-    if ds.split is not None:  # e.g. MedMNIST's official split, or the phantom's own
+    """Patient-level split (split.py resolves "auto" and explains impossible requests)."""
+    if ds.split is not None:  # e.g. MedMNIST's official split, or train/val/test folders
         return ds
     from medgan_ui.data.split import assign_split
 
-    if stratify == "auto":
-        stratify = rarest_finding(ds)
-    elif stratify is not None and stratify not in ds.findings:
-        raise UserError(f"cannot stratify on {stratify!r}: the dataset's findings are {ds.findings or 'none'}")
     return assign_split(ds, stratify, fractions, seed)
-
-
-def rarest_finding(ds: ImageSet) -> str | None:
-    """The finding with the fewest (but at least one) positive images; None without findings."""
-    counts = ds.detailed.numpy().sum(axis=0)
-    present = [(int(c), f) for f, c in zip(ds.findings, counts) if c > 0]
-    return min(present)[1] if present else None
 
 
 # ---- fingerprint ---------------------------------------------------------------------------------
@@ -170,7 +159,7 @@ def _describe(ds: ImageSet) -> dict[str, Any]:
         "label_schema": {"general_names": ds.general_names, "general_values": ds.general_values,
                          "findings": ds.findings, "mask_names": ds.mask_names},
         "counts": ds.counts(),
-        "split": {"params": ds.meta.get("split_params"),
+        "split": {"params": ds.meta.get("split_params"), "summary": ds.meta.get("split"),
                   "sizes": None if ds.split is None else np.bincount(ds.split, minlength=3).tolist()},
         "report": ds.meta["report"],
     }
