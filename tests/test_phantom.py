@@ -136,3 +136,48 @@ def test_bad_arguments():
         demo_imageset(10, size=8)
     with pytest.raises(ValueError):
         demo_imageset(0)
+
+
+def test_write_demo_folders_round_trip(tmp_path):
+    import csv
+
+    import pydicom
+
+    from medgan_ui.data.phantom import write_demo_folders
+    from medgan_ui.errors import UserError
+
+    out = tmp_path / "demo"
+    info = write_demo_folders(out, n=30, seed=2, size=32)
+    ref = demo_imageset(30, 32, seed=2)
+    assert info["images"] == 30 and info["nih"]["images"] == 30 and info["dicom"]["images"] == 30
+    with open(out / "nih" / "Data_Entry_2017_demo.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+                       "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+    assert len(rows) == 31 and rows[1][0] == "00000001_000.png" and rows[1][3] == "1"
+    assert {r[1] for r in rows[1:]} >= {"No Finding"}
+    pngs = sorted((out / "nih" / "images_001" / "images").glob("*.png"))
+    assert len(pngs) == 30 and len(list((out / "masks" / "heart").glob("*.png"))) == 30
+    d = pydicom.dcmread(sorted((out / "dicom").glob("*.dcm"))[0])
+    assert d.PatientSex in ("F", "M") and d.ViewPosition in ("AP", "PA") and d.PatientAge.endswith("Y")
+    assert d.PhotometricInterpretation == "MONOCHROME2" and d.BitsStored == 8 and d.Rows == 32
+    assert d.PatientID == "1" and len(d.SOPInstanceUID) > 10
+    # every reader gets back exactly the phantom's images and labels
+    readers = pytest.importorskip("medgan_ui.data.readers")
+    from medgan_ui.data.readers.base import ReadOptions
+
+    for fmt, folder, opts in (("nih", out / "nih", ReadOptions(size=32)),
+                              ("dicom", out / "dicom", ReadOptions(size=32, labels_csv="labels.csv"))):
+        ds = readers.get_reader(fmt).read(folder, opts)
+        order = np.argsort([p.rsplit("/", 1)[-1] for p in ds.source])
+        assert torch.equal(ds.images[order], ref.images), fmt
+        cols = [ds.findings.index(f) for f in ref.findings if f in ds.findings]
+        assert torch.equal(ds.detailed[order][:, cols], ref.detailed[:, [ref.findings.index(ds.findings[c]) for c in cols]])
+        assert list(ds.patient_id[order]) == list(ref.patient_id)
+        assert all(ds.general_label(int(order[i])) == ref.general_label(i) for i in range(30))
+    # same seed -> same files; never writes into a non-empty folder
+    with pytest.raises(UserError, match="not empty"):
+        write_demo_folders(out, n=5)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        write_demo_folders(tmp_path / "file", n=5)

@@ -21,6 +21,7 @@ import torch
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.preprocess import check_size
+from medgan_ui.errors import UserError
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Nodule"]
 PREVALENCE = {"Cardiomegaly": 0.03, "Effusion": 0.10, "Nodule": 0.05}  # NIH-like image fractions
@@ -252,7 +253,7 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
     """The phantom set with its extra per-image facts (ages, follow-up numbers, drawn ratios)."""
     check_size(size)
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise UserError(f"number of demo images must be at least 1, got {n}")
     rng = np.random.default_rng([seed, VERSION])
     pp, pat = _patient_params(rng, n)
     followup = np.zeros(n, np.int64)
@@ -309,6 +310,13 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
 def demo_imageset(n: int = 2000, size: int = 64, seed: int = 0) -> ImageSet:
     """The built-in demo dataset: n phantom chest radiographs (sex, view; Cardiomegaly, Effusion, Nodule)."""
     return generate(n, size, seed).imageset
+
+
+def write_demo_folders(out: str | Path, n: int = 2000, seed: int = 0, size: int = 64) -> dict[str, Any]:
+    """The demo written as OUT/nih (NIH layout), OUT/dicom (+ labels.csv) and OUT/masks; see demo_folders."""
+    from medgan_ui.data.demo_folders import write_demo_folders as write  # imports this module
+
+    return write(out, n=n, seed=seed, size=size)
 
 
 # ---- a check on images: the cardiothoracic ratio --------------------------------------------
