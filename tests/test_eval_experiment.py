@@ -53,19 +53,15 @@ def _cfg(**kw) -> ExperimentConfig:
     return ExperimentConfig(**{**base, **kw})
 
 
-def test_resampling_counts():
-    y = np.zeros((20, 2), bool)
-    y[:3, 0] = True  # 3 of target A
-    y[2:7, 1] = True  # 5 of target B (one image has both)
-    rng = np.random.default_rng(0)
-    over = S.oversample(y, rng)
-    neg = (~y.any(axis=1)).sum()  # 13 images negative for both: the largest class
-    assert (y[over, 0].sum(), y[over, 1].sum()) >= (neg, neg) and set(range(20)) <= set(over.tolist())
-    under = S.undersample(y, rng)
-    assert len(under) == 3 * 3 and (~y[under].any(axis=1)).sum() == 3
-    assert S.synthetic_needs(y[:, :1], "ratio", 1.0) == [17 - 3]
-    assert S.synthetic_needs(y[:, :1], "count", 10) == [7]
+def test_synthetic_needs_and_strategy_names():
+    y = np.zeros((20, 1), bool)
+    y[:3, 0] = True
+    assert S.synthetic_needs(y, "ratio", 1.0) == [17 - 3]
+    assert S.synthetic_needs(y, "ratio", 0.6) == [10 - 3]  # 0.6 x 17 negatives = 10.2
+    assert S.synthetic_needs(y, "count", 10) == [7]
+    assert S.synthetic_needs(y, "count", 2) == [0]
     assert S.parse_strategy("synthetic:a+b") == ("synthetic", ["a", "b"])
+    assert S.parse_strategy("oversample") == ("oversample", [])
     with pytest.raises(UserError, match="unknown strategy"):
         S.parse_strategy("smote")
 

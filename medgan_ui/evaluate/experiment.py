@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medgan_ui.data.imageset import ImageSet
+from medgan_ui.data.sampling import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
@@ -58,6 +59,7 @@ class ExperimentConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     monitor: str = "auc"  # early stopping / model selection on validation AUC (or "loss")
+    classic: str = "chest"  # classic augmentation preset: "chest" or "frid-adar" (rotations up to 180 deg)
     synthetic_mode: str = "ratio"  # "ratio": positives reach value x negatives; "count": reach value
     synthetic_value: float = 1.0
     n_boot: int = 1000
@@ -129,6 +131,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if cfg.synthetic_mode not in ("ratio", "count") or cfg.synthetic_value <= 0:
         raise UserError(f"synthetic top-up must be 'ratio' or 'count' with a positive value, got "
                         f"{cfg.synthetic_mode} {cfg.synthetic_value}")
+    if cfg.classic not in ("chest", "frid-adar"):
+        raise UserError(f"classic augmentation preset must be 'chest' or 'frid-adar', got {cfg.classic!r}")
     if len(cfg.fractions) != 3 or min(cfg.fractions) <= 0:
         raise UserError(f"fractions must be three positive numbers (train, val, test), got {cfg.fractions}")
     n_pat = ds.n_patients()
@@ -190,10 +194,10 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     return Plan(ds, splits, sources, masks, info, notes)
 
 
-def _classic_augment() -> Callable:
-    from medgan_ui.data.sampling import classic_augment
-
-    return classic_augment
+def _classic_augment(preset: str) -> Callable:
+    """Frid-Adar's classic augmentation; 'chest' keeps anatomy upright (small rotations, no up-down flip)."""
+    cfg = {"chest": CHEST, "frid-adar": FRID_ADAR}[preset]
+    return lambda x, gen: augment(x, gen, cfg)
 
 
 def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | None = None,
@@ -254,13 +258,12 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
     t0 = time.perf_counter()
     name, _ = S.parse_strategy(spec)
     seed = cfg.seed * 1000 + k  # the same for every strategy of split k
-    rng = np.random.default_rng(seed)
     tr = part["train"]
     y_tr = labels[tr]
     if name == "undersample":
-        idx = tr[S.undersample(y_tr, rng)]
+        idx = tr[np.sort(undersample_indices(y_tr, seed=seed, names=cfg.targets))]
     elif name == "oversample":
-        idx = tr[S.oversample(y_tr, rng)]
+        idx = tr[np.sort(oversample_indices(y_tr, seed=seed, names=cfg.targets))]
     else:
         idx = tr
     x_train, y_train = ds.images[torch.as_tensor(idx)], labels[idx]
@@ -289,7 +292,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
     va, te = part["val"], part["test"]
     res = train_classifier(model, x_train, torch.from_numpy(y_train.astype(np.float32)),
                            ds.images[torch.as_tensor(va)], torch.from_numpy(labels[va].astype(np.float32)),
-                           settings, augment=_classic_augment() if name == "classic" else None,
+                           settings, augment=_classic_augment(cfg.classic) if name == "classic" else None,
                            on_epoch=on_epoch, should_stop=stop)
     return {
         "split": k, "strategy": spec, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),

@@ -5,9 +5,11 @@ folder). All functions return indices into the split's training images; syntheti
 return extra images with their labels.
 
 * none        - the real training images.
-* classic     - the same images, augmented on the fly (flip/shift/rotate/scale, medgan_ui.data.sampling).
-* undersample - every class drawn without replacement down to the smallest class count.
-* oversample  - every class drawn with replacement up to the largest class count (originals kept).
+* classic     - the same images, augmented on the fly (medgan_ui.data.sampling.augment, Frid-Adar's
+                operations; the "chest" preset keeps rotations small and no up-down flips).
+* undersample - every class drawn without replacement down to the smallest class count (GDGAN code).
+* oversample  - every class drawn with replacement up to the largest class count (GDGAN code).
+Under/over-sampling and the augmentation itself live in medgan_ui.data.sampling.
 * synthetic:ID- real images plus synthetic positives from a run or a synthetic set, until each target's
                 positives reach `ratio` x its negatives (GDGAN: the largest class count) or a count.
                 Each synthetic image copies the general labels and findings of a randomly drawn real
@@ -39,26 +41,6 @@ def parse_strategy(s: str) -> tuple[str, list[str]]:
     if s.startswith("synthetic:") and len(s) > len("synthetic:"):
         return "synthetic", [p for p in s[len("synthetic:"):].split("+") if p]
     raise UserError(f"unknown strategy {s!r}: use {', '.join(BASE_STRATEGIES)} or synthetic:<run or synthetic-set id>")
-
-
-def class_members(y: np.ndarray) -> list[np.ndarray]:
-    """Indices per class: each target's positives, then the images negative for every target."""
-    groups = [np.flatnonzero(y[:, t]) for t in range(y.shape[1])]
-    groups.append(np.flatnonzero(~y.any(axis=1)))
-    return [g for g in groups if len(g)]
-
-
-def undersample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    groups = class_members(y.astype(bool))
-    k = min(len(g) for g in groups)
-    return np.sort(np.concatenate([rng.choice(g, k, replace=False) for g in groups]))
-
-
-def oversample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    groups = class_members(y.astype(bool))
-    k = max(len(g) for g in groups)
-    extra = [rng.choice(g, k - len(g), replace=True) for g in groups if len(g) < k]
-    return np.sort(np.concatenate([np.arange(len(y))] + extra))
 
 
 def synthetic_needs(y: np.ndarray, mode: str, value: float) -> list[int]:
