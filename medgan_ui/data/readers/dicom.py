@@ -2,8 +2,9 @@
 
 General labels from tags: sex (PatientSex F/M), view (ViewPosition AP/PA), optional age band
 (PatientAge). Findings come from a labels CSV keyed by file name or SOPInstanceUID
-(ReadOptions.labels_csv), or - without a CSV - from the sub-folder names when every file sits
-exactly one folder below the root (ROOT/<finding>/x.dcm; "normal"-like names mean none).
+(ReadOptions.labels_csv, or the one CSV lying next to the files), or - without a CSV - from the
+sub-folder names when every file sits exactly one folder below the root (ROOT/<finding>/x.dcm;
+"normal"-like names mean none).
 Deeper trees (PATIENT/STUDY/SERIES) carry no labels in their folder names, so they get none.
 
 Pixels: rescale slope/intercept, then the VOI window (ReadOptions.window, else the file's first
@@ -67,7 +68,7 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
     files = [root] if root.is_file() else folders.walk_files(root)
     base = root.parent if root.is_file() else root
     report = opts.report
-    labels = _LabelTable(base, opts) if opts.labels_csv else None
+    labels = _LabelTable(base, opts) if opts.labels_csv else _auto_labels(base, opts)
     candidates = [f for f in files if not _not_dicom_reason(f, base)[0]]
     by_folder = labels is None and bool(candidates) and all(len(f.relative_to(base).parts) == 2 for f in candidates)
     if labels is None:
@@ -202,11 +203,25 @@ def _file_window(ds: Any) -> tuple[float, float] | None:
     return center, width
 
 
+def _auto_labels(base: Path, opts: ReadOptions) -> "_LabelTable | None":
+    """A single CSV next to the DICOM files is used as the labels CSV when it looks like one."""
+    csvs = csv_folder.find_csvs(base) if base.is_dir() else []
+    if len(csvs) != 1:
+        return None
+    try:
+        table = _LabelTable(base, opts, csvs[0])
+    except UserError as exc:
+        opts.report.notes.append(f"{csvs[0].name} not used for findings: {exc}")
+        return None
+    opts.report.notes.append(f"findings from {csvs[0].name} (found next to the DICOM files)")
+    return table
+
+
 class _LabelTable:
     """Findings per file name or SOPInstanceUID from a CSV."""
 
-    def __init__(self, root: Path, opts: ReadOptions) -> None:
-        self.path = csv_folder.resolve_csv(root, opts.labels_csv or "")
+    def __init__(self, root: Path, opts: ReadOptions, path: Path | None = None) -> None:
+        self.path = path or csv_folder.resolve_csv(root, opts.labels_csv or "")
         header, rows = csv_folder.read_csv(self.path)
         key = opts.image_column or next((c for c in header if c.strip().lower() in KEY_COLUMNS), None)
         if key is None:
