@@ -243,3 +243,8 @@ def test_channels_last_and_bf16_autocast(kind):
     assert all(torch.isfinite(v) for v in out.values()), out
     x = m.generate(m.noise(3), DS.general[:3], DS.detailed[:3].float())["images"]
     assert x.shape == (3, 1, S, S) and torch.isfinite(x).all()
+
+
+def test_pggan_fixed_phase_length():
+    m = model("pggan", steps=100, phase_steps=4)
+    assert m.schedule(3) == (0, 1.0) and m.schedule(6) == (1, 0.5) and m.schedule(99) == (2, 1.0)

@@ -122,6 +122,7 @@ class PGGANConfig:
     aux_weight: float = 1.0  # auxiliary multi-label head in D, on top of the projection term
     n_critic: int = 1
     start_size: int = 4
+    phase_steps: int = 0  # steps per growth phase (fade-in or stable); 0 = split `steps` evenly
     fmap_base: int = 8192  # channels at resolution r: min(fmap_base / r * 2, fmap_max) as in Karras
     fmap_max: int = 512
     mbstd_group: int = 4
@@ -257,7 +258,9 @@ def validate(train: TrainConfig, model: Any) -> None:
         if not (_is_pow2(model.start_size) and 4 <= model.start_size <= s):
             raise UserError(f"start_size must be a power of two between 4 and image_size {s} (got {model.start_size})")
         n_phases = 2 * (s.bit_length() - model.start_size.bit_length()) + 1
-        if train.steps < n_phases:
+        if model.phase_steps < 0:
+            raise UserError(f"phase_steps must be 0 (split steps evenly) or positive (got {model.phase_steps})")
+        if train.steps < n_phases and model.phase_steps == 0:
             raise UserError(f"PGGAN from {model.start_size} to {s} has {n_phases} growth phases; steps must be >= {n_phases}")
 
 

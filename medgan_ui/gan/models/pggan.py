@@ -2,7 +2,8 @@
 
 Schedule: with L resolutions (start .. size) there are 2L - 1 equal phases of the run: stable at
 the start resolution, then for each new resolution a fade-in (alpha 0 -> 1) and a stable phase;
-the last phase also takes the steps left over by the division. Level and alpha are plain Python
+the last phase also takes the steps left over by the division (or, with `phase_steps` set, every
+phase has that length and the final one runs until the end). Level and alpha are plain Python
 numbers computed from the step, so no step waits for the device. Real images are average-pooled
 to the current resolution and, during a fade-in, blended with their 2x-coarser version the same
 way the generator's output is (Karras et al. 2018).
@@ -38,7 +39,7 @@ class PGGAN(GANFamily):
         self.optimizers["g"] = make_adam(self.nets["g"].parameters(), cfg.lr_g, cfg.betas, self.device)
         self.optimizers["d"] = make_adam(self.nets["d"].parameters(), cfg.lr_d, cfg.betas, self.device)
         self.n_phases = 2 * len(self.res) - 1
-        self.phase_len = max(1, self.total_steps // self.n_phases)
+        self.phase_len = cfg.phase_steps or max(1, self.total_steps // self.n_phases)
         self.level, self.alpha = 0, 1.0
         self.stage = self.res[0]
 
