@@ -80,6 +80,7 @@ def test_two_readers_keyboard_progress_resume_and_admin(server):
         answer_with_keys(a, "r2b")
         answer_with_keys(a, "s5a")
         assert progress(a) == (4, info.n_cases)
+        a.wait_for_timeout(500)
         a.screenshot(path=str(ARTIFACTS / "study-reader-after-3.png"))
         b.get_by_label("Synthetic  (S)").check()
         b.get_by_text("3", exact=True).click()
@@ -106,8 +107,13 @@ def test_two_readers_keyboard_progress_resume_and_admin(server):
         adm.goto(base + "/?admin")
         adm.get_by_label("Admin password").fill(ADMIN)
         adm.get_by_role("button", name="Sign in").click()
-        adm.get_by_role("button", name="Refresh").click()
         adm.wait_for_function("() => document.body.innerText.includes('Dr Mouse')", timeout=30000)
+        # progress is live: a reader's next answer shows up without clicking anything
+        cells = "() => [...document.querySelectorAll('td')].map(td => td.textContent.trim())"
+        assert "4" not in adm.evaluate(cells)
+        answer_with_keys(a2, "r1b")
+        adm.wait_for_function(cells.replace("map(td => td.textContent.trim())", "some(td => td.textContent.trim() === '4')"),
+                              timeout=30000)
         adm.get_by_role("button", name="Show results").click()
         adm.wait_for_function("() => document.body.innerText.includes('(pooled)')", timeout=60000)
         adm.wait_for_timeout(1500)

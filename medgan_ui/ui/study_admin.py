@@ -23,6 +23,11 @@ DISABLED = ("The study administration view is disabled because no admin password
             "`python launch.py --admin-password YOUR-PASSWORD` or set the environment variable "
             "`MEDGAN_ADMIN_PASSWORD`, then open this page with `?admin` at the end of the address.")
 TOKEN_HOURS = 12
+REFRESH_S = 5.0  # progress table refresh while an admin is signed in
+
+
+def _progress_rows(progress: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[p["reader"], p["answered"], p["total"], p["personal_code"], p["last_answer"]] for p in progress]
 
 
 class AdminHandlers:
@@ -100,6 +105,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         gr.Markdown(DISABLED)
         return admin
     token = gr.State(None)
+    timer = gr.Timer(REFRESH_S, active=False)
     with gr.Row() as login_row:
         pw = gr.Textbox(label="Admin password", type="password", scale=3)
         login_btn = gr.Button("Sign in", variant="primary", scale=1)
@@ -164,17 +170,28 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         try:
             tok = admin.login(password)
         except UserError as exc:
-            return None, gr.update(), gr.update(), gr.update(), gr.update(), f"**{html.escape(str(exc))}**"
+            return None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"**{html.escape(str(exc))}**", gr.update()
         dd, table = studies_view(tok)
-        return tok, gr.update(visible=False), gr.update(visible=True), dd, table, ""
+        sel = dd.get("value")
+        prog = _progress_rows(admin.progress(tok, sel)) if sel else []
+        return tok, gr.update(visible=False), gr.update(visible=True), dd, table, prog, "", gr.Timer(active=True)
 
-    login_btn.click(on_login, [pw], [token, login_row, panel, study, studies_tbl, login_msg], api_visibility="private")
-    pw.submit(on_login, [pw], [token, login_row, panel, study, studies_tbl, login_msg], api_visibility="private")
+    login_outs = [token, login_row, panel, study, studies_tbl, progress_tbl, login_msg, timer]
+    login_btn.click(on_login, [pw], login_outs, api_visibility="private")
+    pw.submit(on_login, [pw], login_outs, api_visibility="private")
+
+    def on_tick(tok: str | None, sel: str | None) -> Any:
+        # live progress while the admin watches; a stale or missing token just stops updating
+        try:
+            return _progress_rows(admin.progress(tok, sel)) if sel else gr.update()
+        except UserError:
+            return gr.update()
+
+    timer.tick(on_tick, [token, study], [progress_tbl], api_visibility="private", show_progress="hidden")
 
     def on_refresh(tok: str | None, sel: str | None) -> tuple:
         dd, table = studies_view(tok, sel)
-        prog = [[p["reader"], p["answered"], p["total"], p["personal_code"], p["last_answer"]]
-                for p in admin.progress(tok, sel)] if sel in [s["id"] for s in admin.studies(tok)] else []
+        prog = _progress_rows(admin.progress(tok, sel)) if sel in [s["id"] for s in admin.studies(tok)] else []
         return dd, table, prog, ""
 
     def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed) -> tuple:
@@ -200,7 +217,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
 
     def on_reader(tok, sel, rname) -> tuple:
         code = admin.add_reader(tok, sel, rname)
-        prog = [[p["reader"], p["answered"], p["total"], p["personal_code"], p["last_answer"]] for p in admin.progress(tok, sel)]
+        prog = _progress_rows(admin.progress(tok, sel))
         return gr.update(), gr.update(), prog, f"Reader code for {html.escape(rname)}: `{code}` (only this code signs in under that name)."
 
     refresh.click(guarded(on_refresh), [token, study], outs, api_visibility="private")
