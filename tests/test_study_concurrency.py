@@ -6,6 +6,7 @@ import random
 import threading
 
 import httpx
+import pytest
 
 import _study_fixtures as fx
 from medgan_ui.study.store import StudyStore
@@ -14,10 +15,18 @@ from medgan_ui.workspace import Workspace
 READERS, CASES = 20, 50
 
 
-def test_twenty_readers_fifty_cases(tmp_path):
-    ws = Workspace(tmp_path)
-    sid, code = fx.tiny_study(ws, 25, 25, name="load")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("ws"))
+    load = fx.tiny_study(ws, 25, 25, name="load")
+    ui = fx.tiny_study(ws, 3, 3, name="ui")
     proc, base = fx.start_server(ws.root)
+    yield ws, base, load, ui
+    fx.stop_server(proc)
+
+
+def test_twenty_readers_fifty_cases(server):
+    ws, base, (sid, code), _ = server
     sent: dict[tuple[str, str], tuple[str, int]] = {}
     errors: list[str] = []
     barrier = threading.Barrier(READERS)
@@ -48,16 +57,42 @@ def test_twenty_readers_fifty_cases(tmp_path):
         except Exception as exc:  # reported below, with the reader's name
             errors.append(f"{name}: {exc!r}")
 
-    try:
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
-        [t.start() for t in threads]
-        [t.join(300) for t in threads]
-        assert not errors, errors[:5]
-    finally:
-        fx.stop_server(proc)
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
+    [t.start() for t in threads]
+    [t.join(300) for t in threads]
+    assert not errors, errors[:5]
     store = StudyStore(ws.studies_db)
     assert store.count_ratings(sid) == (READERS * CASES, READERS * CASES)
     stored = {(r["reader"], r["case_id"]): (r["call"], r["score"]) for r in store.ratings_rows(sid)}
     assert len(sent) == READERS * CASES
     assert stored == sent  # every acknowledged answer is there, exactly as sent
     assert all(p["answered"] == CASES for p in store.progress(sid))
+
+
+def test_readers_through_the_reading_screen_handlers(server):
+    """The browser path: sign in and answer through Gradio's queue, 8 sessions at once."""
+    ws, base, _, (sid, code) = server
+    cfg = fx.gradio_config(base)
+    start, save = fx.find_dependency(cfg, "Start reading"), fx.find_dependency(cfg, "Save and next  (Enter)")
+    errors: list[str] = []
+
+    def reader(i: int) -> None:
+        session = f"ui-session-{i}"
+        try:
+            out = fx.gradio_call(base, start, [f"ui reader {i}", code], session)
+            assert out.get("success"), out
+            for k in range(6):
+                # State inputs (token, case) are filled in by the server from this session, whatever is sent
+                out = fx.gradio_call(base, save, [None, None, "real" if k % 2 else "synthetic", str(1 + k % 5), "Nodule", ""], session)
+                assert out.get("success"), out
+            assert "all 6 cases are answered" in str(out["output"]["data"])
+        except Exception as exc:  # reported below
+            errors.append(f"reader {i}: {exc!r}")
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join(300) for t in threads]
+    assert not errors, errors[:3]
+    store = StudyStore(ws.studies_db)
+    assert store.count_ratings(sid) == (48, 48)
+    assert all(p["answered"] == 6 for p in store.progress(sid))

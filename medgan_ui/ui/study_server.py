@@ -24,6 +24,8 @@ def build_app(workspace: Workspace, admin_password: str | None = None) -> Any:
     mount_study_routes(app, workspace)  # before Gradio takes "/"
     with gr.Blocks(title="MedGAN Studio · reader study") as demo:
         build_rate_tab(workspace, admin_password)
+    # readers answer at the same time: let their events run side by side (the store serialises writes)
+    demo.queue(default_concurrency_limit=16)
     return gr.mount_gradio_app(app, demo, path="/", blocked_paths=private_paths(workspace))
 
 
