@@ -51,6 +51,7 @@ class GANFamily:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.generators: list[str] = []
         self.frozen_ema: set[str] = set()  # generators whose EMA stops following (GDGAN's G1 in stage 2)
+        self.ema_start: dict[str, int] = {}  # step where a generator starts training (GDGAN's G2), for warm-up
         self.augment = Augmenter(train_cfg.augment, train_cfg.ada_target, self.device, value_range)
         self.stage: int | str = 1
 
@@ -73,10 +74,11 @@ class GANFamily:
     def update_ema(self, step: int) -> None:
         # warm-up (as in timm/StyleGAN-style EMAs): early on the average would mostly hold the random
         # init, which matters for the short runs this tool makes
-        decay = min(float(self.train_cfg.ema_decay), (1.0 + step) / (10.0 + step))
         for name in self.generators:
             if name in self.frozen_ema:
                 continue
+            k = max(0, step - self.ema_start.get(name, 0))  # steps since this generator began training
+            decay = min(float(self.train_cfg.ema_decay), (1.0 + k) / (10.0 + k))
             live, ema = self._unwrap(self.nets[name]), self.nets[name + "_ema"]
             ep, lp = list(ema.parameters()), list(live.parameters())
             torch._foreach_lerp_(ep, [p.detach() for p in lp], 1.0 - decay)

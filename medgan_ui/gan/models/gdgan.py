@@ -48,6 +48,7 @@ class GDGAN(GANFamily):
         for name, lr in (("g1", cfg.lr_g), ("d1", cfg.lr_d), ("g2", cfg.lr_g), ("d2", cfg.lr_d)):
             self.optimizers[name] = make_adam(self.nets[name].parameters(), lr, cfg.betas, self.device)
         self.stage1_steps = min(self.total_steps - 1, max(1, round(self.total_steps * cfg.stage1_fraction)))
+        self.ema_start["g2"] = self.stage1_steps
         self._cyclic: torch.Tensor | None = None
 
     # ---- stage handling -------------------------------------------------------------------------
@@ -202,4 +203,5 @@ class GDGAN(GANFamily):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.stage1_steps = int(state.get("stage1_steps", self.stage1_steps))
+        self.ema_start["g2"] = self.stage1_steps
         self._apply_stage(int(self.stage))
