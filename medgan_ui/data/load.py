@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,7 @@ import numpy as np
 
 from medgan_ui.data.imageset import CACHE_VERSION, ImageSet
 from medgan_ui.data.readers import detect_format, get_reader
-from medgan_ui.data.readers.folders import walk_files
+from medgan_ui.data.readers.folders import SKIP_DIRS
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace, atomic_write_json, now_iso
@@ -103,19 +104,36 @@ def _split(ds: ImageSet, stratify: str | None, fractions: tuple[float, ...], see
 
 
 # ---- fingerprint ---------------------------------------------------------------------------------
-def source_files(root: Path, opts: ReadOptions, exclude: Path | None = None) -> list[Path]:
-    """Every file a reader could read for this source (a superset is fine: it only costs stat calls)."""
+def source_stats(root: Path, opts: ReadOptions, exclude: Path | None = None) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every file a reader could read for this source.
+
+    A superset is fine (it only costs stat calls). Same skip rules as the readers' walk
+    (hidden, __MACOSX, a default-named workspace); a workspace inside the data folder is left out.
+    Plain strings rather than Path objects: this runs on every load, cache hits included.
+    """
     if root.is_file():
-        files = [root]
-    else:  # the same walk the readers do; a workspace inside the data folder is left out
-        files = [f for f in walk_files(root) if exclude is None or exclude not in f.parents]
-    for extra in (opts.csv, opts.labels_csv):
+        st = root.stat()
+        out = [(root.name, st.st_size, st.st_mtime_ns)]
+    else:
+        out = []
+        skip = str(exclude) if exclude is not None else None
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
+                                 and os.path.join(dirpath, d) != skip)
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    st = os.stat(os.path.join(dirpath, name))
+                    out.append((name if rel_dir == "." else f"{rel_dir}/{name}", st.st_size, st.st_mtime_ns))
+    base = root if root.is_dir() else root.parent
+    for extra in (opts.csv, opts.labels_csv):  # label tables may live outside the data folder
         if extra:
             p = Path(extra).expanduser()
-            p = p if p.is_absolute() else (root if root.is_dir() else root.parent) / p
-            if p.is_file() and p not in files:
-                files.append(p)
-    return files
+            p = p if p.is_absolute() else base / p
+            if p.is_file():
+                st = p.stat()
+                out.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def fingerprint(root: Path | None, fmt: str, opts: ReadOptions, split_params: dict[str, Any],
@@ -131,14 +149,7 @@ def fingerprint(root: Path | None, fmt: str, opts: ReadOptions, split_params: di
                        "code": hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()}
     h.update(json.dumps(key, sort_keys=True, default=str).encode())
     if root is not None:
-        base = root if root.is_dir() else root.parent
-        for f in source_files(root, opts, exclude):
-            st = f.stat()
-            try:
-                rel = f.relative_to(base).as_posix()
-            except ValueError:
-                rel = str(f)
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update("".join(f"{rel}\0{size}\0{mtime}\n" for rel, size, mtime in source_stats(root, opts, exclude)).encode())
     return h.hexdigest()
 
 
