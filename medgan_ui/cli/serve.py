@@ -44,10 +44,12 @@ def serve(args: argparse.Namespace) -> int:
     admin = args.admin_password or os.environ.get("MEDGAN_ADMIN_PASSWORD") or None
     ctx = AppContext.create(args.workspace, admin_password=admin)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
-    if not args.no_demo:  # the page opens at once; the Data tab shows the demo when it is ready
-        ctx.load_in_background(lambda: load_demo(ctx))
+    # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
+    loader = None if args.no_demo else ctx.load_in_background(lambda: load_demo(ctx), start=False)
     try:
         launch_app(ctx, host=args.host, port=args.port, auth=auth, share=args.share, prevent_thread_lock=True)
+        if loader is not None:
+            loader.start()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

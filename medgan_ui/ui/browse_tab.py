@@ -118,7 +118,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                allow_custom_value=True)
     with gr.Row():
         n_img = gr.Slider(1, 64, value=16, step=1, label="Images")
-        seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.")
+        seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.", elem_id="mg-seed")
         gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"], elem_id="mg-generate")
         more_btn = gr.Button("More (next seed)", elem_classes=["mg-big"])
     gallery = gr.Gallery(label="Synthetic images (click one to find its nearest real training images)", columns=8,

@@ -56,8 +56,11 @@ class AppContext:
         with self._lock:
             self._dataset = ds
 
-    def load_in_background(self, load: Callable[[], ImageSet]) -> threading.Thread:
-        """Load a dataset without holding up the page (first start generates the demo: a minute on a CPU)."""
+    def load_in_background(self, load: Callable[[], ImageSet], start: bool = True) -> threading.Thread:
+        """Load a dataset without holding up the page (first start generates the demo: a minute on a CPU).
+
+        With start=False the app already counts as loading (pages wait for it) but the caller starts
+        the thread, e.g. once the server is up, so the load does not compete with start-up for the CPU."""
         done = threading.Event()
         self._loading = done
 
@@ -70,7 +73,8 @@ class AppContext:
                 done.set()
 
         t = threading.Thread(target=work, name="medgan-dataset-load", daemon=True)
-        t.start()
+        if start:
+            t.start()
         return t
 
     def wait_for_dataset(self, timeout: float | None = None) -> ImageSet | None:
