@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -191,7 +192,8 @@ def _first(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
+        many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))  # pydicom MultiValue
+        return float(value[0] if many else value)
     except (TypeError, ValueError, IndexError):
         return None
 
