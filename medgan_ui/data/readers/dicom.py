@@ -15,8 +15,8 @@ Multi-frame files are skipped with a reason rather than silently reduced to one 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
