@@ -78,6 +78,7 @@ class ReaderScreen:
     findings: list[str]
     score_label: str
     ask_finding: bool
+    case_id: str | None = None  # kept in server-side State only; the page sees it just inside the image URL
 
 
 class ReaderHandlers:
@@ -107,9 +108,6 @@ class ReaderHandlers:
         nxt = self.store.rate(token, case_id, call, score, finding or None, comment or "")
         return self._render(rv.study_name, rv.reader_name, rv.findings, rv.score_kind, rv.ask_finding, nxt, token)
 
-    def current_case(self, token: str) -> str | None:
-        return self.store.next_case(token).case_id
-
     def _render(self, study: str, reader: str, findings: list[str], score_kind: str, ask_finding: bool,
                 nxt: NextCase, token: str) -> ReaderScreen:
         if nxt.case_id is None:
@@ -120,7 +118,7 @@ class ReaderHandlers:
                   f"<span class='rate-progress'>{nxt.position} / {nxt.total}</span>")
         url = image_url(nxt.case_id, image_key_for(token), self.prefix)
         img = f"<img class='rate-img' src='{html.escape(url)}' alt='case {nxt.position}' draggable='false'>"
-        return ReaderScreen(header, img, False, findings, SCORE_LABELS[score_kind], ask_finding)
+        return ReaderScreen(header, img, False, findings, SCORE_LABELS[score_kind], ask_finding, nxt.case_id)
 
 
 def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
@@ -170,7 +168,7 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
         study_admin.build_admin_panel(store, workspace, admin_password)
 
     def show(tok: str, scr: ReaderScreen) -> tuple:
-        case = reader.current_case(tok) if not scr.done else None
+        case = scr.case_id
         choices = [(f"{FINDING_KEYS[i]} · {f}" if i < len(FINDING_KEYS) else f, f) for i, f in enumerate(scr.findings)]
         return (tok, case, gr.update(visible=False), gr.update(visible=not scr.done), gr.update(visible=scr.done),
                 scr.header, scr.image_html, scr.header,
