@@ -217,7 +217,8 @@ class Trainer:
                       "checkpoint": str(saved) if saved else None, "status": "running", "message": ""})
                 if bar is not None:
                     bar.update(step - bar.n)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:4]} | {"img/s": f"{line['img_per_s']:.0f}"})
+                    shown = [k for k in ("loss_d", "loss_g", "gp") if k in means] or list(means)[:3]
+                    bar.set_postfix({k: f"{means[k]:.3g}" for k in shown} | {"img/s": f"{line['img_per_s']:.0f}"})
                 if main and saved:
                     write_status(self.run_dir, "running", step, self.total, checkpoint=saved.name)
                 if stop:
