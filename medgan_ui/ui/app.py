@@ -56,8 +56,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 data_view = data_tab.build(ctx)
             with gr.Tab("Train", id="train"):
                 train_tab.build(ctx, demo)
-            with gr.Tab("Browse", id="browse"):
-                browse_tab.build(ctx, demo)
+            with gr.Tab("Browse", id="browse") as browse:
+                refresh_fn, refresh_in, refresh_out = browse_tab.build(ctx, demo)
+            # runs trained since the page opened appear when the user comes to the tab
+            browse.select(refresh_fn, refresh_in, refresh_out, api_visibility="private", show_progress="hidden")
             with gr.Tab("Rate", id="rate"):
                 _optional_tab(
                     "medgan_ui.ui.rate", "build_rate_tab", ctx.workspace, ctx.admin_password,

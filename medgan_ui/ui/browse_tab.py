@@ -100,7 +100,8 @@ def cells_from_plan(df: pd.DataFrame, general_names: list[str]) -> list[tuple[di
 
 
 # ---- the tab -----------------------------------------------------------------------------------
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
+    """Lay out the tab; returns (fn, inputs, outputs) that refresh its run list (for the tab's select event)."""
     from medgan_ui.gan.checkpoint import list_checkpoints
     from medgan_ui.gan.sampling import export_dicom, export_png, generate, load_run
 
@@ -260,3 +261,4 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     refresh.click(on_refresh, run, run, api_name="refresh_runs")
     demo.load(on_refresh, run, run, api_visibility="private")
+    return on_refresh, run, run
