@@ -179,3 +179,30 @@ def test_study_database_is_never_served_as_a_file(env, tmp_path):
         assert httpx.get(f"{url}/gradio_api/file={ws.root}/./studies.sqlite").status_code != 200
     finally:
         demo.close()
+
+
+def test_admin_creates_closes_and_reads_results(tmp_path):
+    """What the admin panel's buttons do, with the admin token: create, reader code, close, results."""
+    from PIL import Image
+
+    ws = Workspace(tmp_path / "ws")
+    real = fx.demo().save(tmp_path / "real.npz")
+    syn = fx.write_synthetic_folder(tmp_path / "syn")
+    adm = AdminHandlers(StudyStore(ws.studies_db), ws, "pw")
+    tok = adm.login("pw")
+    made = adm.create(tok, name="From the panel", real=str(real), part=None, synthetic=[str(syn)], classes=["Effusion"],
+                      real_per_class=2, synthetic_per_class=2, score_kind="realism")
+    assert made["n_cases"] == 8 and [s["id"] for s in adm.studies(tok)] == [made["study_id"]]
+    personal = adm.add_reader(tok, made["study_id"], "Dr Panel")
+    store = StudyStore(ws.studies_db)
+    t = store.sign_in("Dr Panel", personal).token
+    while (n := store.next_case(t)).case_id:
+        store.rate(t, n.case_id, "real", 4, "Effusion")
+    adm.set_status(tok, made["study_id"], "closed")
+    with pytest.raises(UserError, match="closed"):
+        store.sign_in("Late Reader", made["access_code"])
+    res = adm.results(tok, made["study_id"])
+    assert res["turing_test"]["ratings"] == 8 and res["turing_test"]["specificity"] == 1.0
+    with Image.open(res["figure"]) as im:
+        assert im.format == "PNG"
+    assert open(res["csv"]).read().count("\n") == 9
