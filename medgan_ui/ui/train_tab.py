@@ -107,7 +107,10 @@ def live_html(ctx: AppContext, run_id: str | None) -> str:
     if st["status"] == "queued":
         parts.append("waiting for the running job to finish")
     bar = f"<progress max='{total}' value='{min(step, total)}' style='width:100%;height:10px'></progress>"
-    msg = f"<div>{html.escape(st['message'])}</div>" if st["message"] else ""
+    text = st["message"]
+    if st["status"] in ("stopped", "interrupted"):  # the engine's hint names the CLI; here it is a button
+        text = f"{st['status'].capitalize()} at step {step}: press 'Resume selected run' to continue from its last checkpoint."
+    msg = f"<div>{html.escape(text)}</div>" if text else ""
     return f"<div class='mg-live'>{' &middot; '.join(parts)}{bar}{msg}</div>"
 
 
@@ -146,7 +149,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             gr.Markdown("**Losses** (pale: per log window; dark: running mean)")
             losses = gr.Plot(show_label=False)
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs in this workspace", interactive=False, wrap=True,
-                        max_height=300)
+                        max_height=300, column_widths=["26%", "8%", "9%", "10%", "7%", "7%", "33%"])
     seen = gr.State({})  # per browser tab: what the live panel already shows
     timer = gr.Timer(TIMER_S)
 
