@@ -159,3 +159,34 @@ def test_segmentation_init_runs_on_phantom_masks(ds, tmp_path):
                          Workspace(tmp_path / "ws"), dataset=ds)
     seg = out["results"]["training"][0]["segmentation"]
     assert seg is not None and seg["n_images"] > 0
+
+
+def test_cli_evaluate_and_metrics(tmp_path, capsys):
+    """Through the generic path: the phantom written as an NIH folder plus a mask folder, read by the loader."""
+    import argparse
+
+    from medgan_ui.cli import evaluate as cli
+    from medgan_ui.data.load import load_dataset
+    from medgan_ui.data.phantom import write_demo_folders
+    from medgan_ui.data.readers.base import ReadOptions
+
+    write_demo_folders(tmp_path / "demo", n=300, seed=3, size=32)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    ws = tmp_path / "ws"
+    common = ["--data", str(tmp_path / "demo" / "nih"), "--image-size", "32", "--workspace", str(ws)]
+    args = parser.parse_args(["evaluate", *common, "--target", "Effusion", "--strategies", "none,oversample",
+                              "--classifier", "fridadar", "--width", "0.25", "--init", "segmentation",
+                              "--masks", str(tmp_path / "demo" / "masks"), "--splits", "2", "--epochs", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "oversample" in out and "auc_mean" in out and "experiment exp-" in out
+    exp = Workspace(ws).experiment_dir(out.strip().split("experiment ")[-1].split()[0])
+    seg = json.loads((exp / "results.json").read_text())["training"][0]["segmentation"]
+    assert seg["n_images"] > 100  # masks matched to the NIH-named images by file stem
+    data = load_dataset(tmp_path / "demo" / "nih", options=ReadOptions(size=32), workspace=Workspace(ws))
+    _write_set(Workspace(ws), "set-a", data, "Effusion", 30)
+    args = parser.parse_args(["metrics", *common, "--run", "set-a", "--n", "20", "--extractor-epochs", "1", "--json"])
+    assert args.func(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["models"]["set-a"]["extractor"] == res["extractor"] and "fid_floor" in res["real"]

@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--run", action="append", required=True, help="run (or synthetic set) id; repeat to compare two")
     q.add_argument("--extractor", default="domain", help="domain | domain:PATH | inception:PATH (local weights)")
     q.add_argument("--n", type=int, default=1000, help="synthetic images per run (default 1000)")
+    q.add_argument("--extractor-epochs", type=int, default=8, help="training epochs of the domain extractor")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default=None)
     q.add_argument("--json", action="store_true")
@@ -138,7 +139,7 @@ def _metrics(args: argparse.Namespace) -> int:
     update, close = _bar()
     try:
         out = evaluate_gan(ws, ds, args.run, extractor=args.extractor, n=args.n, seed=args.seed,
-                           device=args.device, on_progress=update)
+                           device=args.device, on_progress=update, extractor_epochs=args.extractor_epochs)
     finally:
         close()
     if args.json:

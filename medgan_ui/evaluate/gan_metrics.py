@@ -158,7 +158,7 @@ def per_class(ds_like_labels: np.ndarray, names: list[str]) -> dict[str, np.ndar
 def evaluate_gan(
     ws: Workspace, ds: ImageSet, sources: list[str], extractor: str = "domain", n: int = 1000, seed: int = 0,
     device: str | None = None, on_progress: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None, result_id: str | None = None,
+    should_stop: Callable[[], bool] | None = None, result_id: str | None = None, extractor_epochs: int = 8,
 ) -> dict[str, Any]:
     """Metrics for each run (or synthetic set) against the dataset's real training images.
 
@@ -174,7 +174,7 @@ def evaluate_gan(
         S.check_source(src, ds, [])
     train = ds.part("train") if ds.split is not None else ds
     emit({"stage": "extractor", "progress": 0.05, "message": f"feature extractor: {extractor}"})
-    ext = get_extractor(extractor, ds, dev, seed=seed, should_stop=should_stop)
+    ext = get_extractor(extractor, ds, dev, seed=seed, epochs=extractor_epochs, should_stop=should_stop)
     rid = result_id or new_id("metrics")
     out = ws.experiment_dir(rid)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,9 +197,12 @@ def evaluate_gan(
         if should_stop and should_stop():
             break
         emit({"stage": "generate", "progress": 0.1 + 0.8 * m / len(srcs), "message": f"{src.ident}: {n} images"})
-        picks = rng.integers(0, len(train), n)
         findings = [f for f in train.findings if f in src.findings]
-        fake, labels, distinct = S.synthetic_for_picks(src, train, picks, findings, seed + m)
+        if src.kind == "run":  # generate with the real label mix
+            picks = rng.integers(0, len(train), n)
+            fake, labels, distinct = S.synthetic_for_picks(src, train, picks, findings, seed + m)
+        else:  # an exported set is scored as it is: n of its images with their own labels
+            fake, labels, distinct = S.set_sample(src, findings, n, rng)
         emit({"stage": "metrics", "progress": 0.1 + 0.8 * (m + 0.5) / len(srcs), "message": f"{src.ident}: metrics"})
         div = {c: ms_ssim_diversity(fake[torch.from_numpy(ix)], seed=seed)["mean"]
                for c, ix in per_class(labels, findings).items() if len(ix) >= 2}

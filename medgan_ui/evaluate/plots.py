@@ -54,7 +54,9 @@ def confusion_figure(results: dict[str, Any]) -> Figure:
                       cmap="Blues", vmin=0, vmax=1)
             for r in range(2):
                 for c in range(2):
-                    ax.text(c, r, str(cm[r][c]), ha="center", va="center", fontsize=9)
+                    dark = cm[r][c] / max(sum(cm[r]), 1) > 0.6  # white numbers on dark cells
+                    ax.text(c, r, str(cm[r][c]), ha="center", va="center", fontsize=9,
+                            color="white" if dark else "black")
             ax.set_title(f"{t} · {s}\nsens {e['sensitivity_mean']:.2f} spec {e['specificity_mean']:.2f}", fontsize=8)
     return fig
 

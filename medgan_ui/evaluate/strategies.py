@@ -164,6 +164,16 @@ def synthetic_for_picks(
     return torch.cat(images), np.concatenate(labels).astype(bool), distinct
 
 
+def set_sample(src: SyntheticSource, findings: list[str], n: int,
+               rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, int]:
+    """n images of a synthetic set (without replacement when it has enough) and their labels."""
+    rows = src.rows or []
+    chosen = rng.choice(len(rows), n, replace=n > len(rows))
+    images = torch.stack([_read_png(src.path / rows[r]["file"], src.image_size) for r in chosen])
+    labels = np.array([[f in _row_findings(rows[r]) for f in findings] for r in chosen], bool).reshape(n, len(findings))
+    return images, labels, len(set(chosen.tolist()))
+
+
 def _row_findings(row: dict[str, str]) -> frozenset[str]:
     return frozenset(row["Finding Labels"].split("|")) - {"No Finding", ""}
 
