@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -38,6 +39,10 @@ def serve(args: argparse.Namespace) -> int:
     from medgan_ui.ui.context import AppContext
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # `kill` (SIGTERM) stops like Ctrl+C: running jobs write a checkpoint and show as interrupted
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     auth = parse_auth(args.auth)
     if args.share and not auth:
         print("warning: --share makes the app public; add --auth USER:PASS to protect it", file=sys.stderr)
