@@ -137,6 +137,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         raise UserError(f"fractions must be three positive numbers (train, val, test), got {cfg.fractions}")
     n_pat = ds.n_patients()
     if n_pat < 3 * cfg.splits:
+        # with fewer than 3K patients the K repeated splits would mostly reuse the same test patients
         raise UserError(f"dataset {ds.name!r} has {n_pat} patients: too few for {cfg.splits} splits into "
                         f"train/val/test (need at least {3 * cfg.splits}); use fewer splits or more data")
     for t in cfg.targets:
@@ -220,6 +221,7 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     tidx = [ds.findings.index(t) for t in cfg.targets]
     labels = ds.detailed[:, tidx].numpy().astype(bool)
     records: list[dict[str, Any]] = []
+    seg_cache: dict[int, tuple[dict, dict]] = {}  # split -> segmentation-pretrained weights, shared by strategies
     n_jobs = cfg.splits * len(cfg.strategies)
     status = "done"
     for k, sp in enumerate(plan.splits):
@@ -237,7 +239,10 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                                                            "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
                                                            "message": f"split {k + 1}/{cfg.splits}, {spec}: epoch "
                                                                       f"{e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
-                       stop)
+                       stop, seg_cache)
+            if rec["stopped"]:  # a half-trained model must not enter the statistics
+                status = "stopped"
+                break
             _write_predictions(out / "predictions" / f"split{k}-{_slug(spec)}.csv", ds, cfg.targets, part, rec)
             records.append(rec)
         if status == "stopped":
@@ -247,13 +252,14 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
-                   status=status, sources={s: [x.describe() for x in v[:1]] for s, v in plan.sources.items()})
+                   status=status, sources={s: [x.describe() for x in v] for s, v in plan.sources.items()})
     emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id} {status}"})
     return {"id": exp_id, "dir": str(out), "status": status, "results": results}
 
 
 def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, part: dict[str, np.ndarray],
-         k: int, spec: str, device: torch.device, on_epoch: Callable, stop: Callable[[], bool]) -> dict[str, Any]:
+         k: int, spec: str, device: torch.device, on_epoch: Callable, stop: Callable[[], bool],
+         seg_cache: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
     """Train and score one (split, strategy)."""
     t0 = time.perf_counter()
     name, _ = S.parse_strategy(spec)
@@ -278,15 +284,22 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
     model.set_mean_image(ds.images[torch.as_tensor(tr)].to(device).unsqueeze(1).float() / 255.0)
     seg = None
     if cfg.init == "segmentation" and plan.masks is not None:
-        from medgan_ui.evaluate.segmentation import pretrain_segmentation
+        from medgan_ui.evaluate.segmentation import freeze_encoder, pretrain_segmentation
 
-        m_idx, m, _ = plan.masks
-        keep = np.isin(m_idx, tr)  # only training-part images: the test part must not shape features
-        if keep.sum() < 2:
-            raise UserError(f"split {k}: fewer than 2 training images have masks; segmentation init needs more")
-        seg = pretrain_segmentation(model, ds.images[torch.as_tensor(m_idx[keep])], m[torch.as_tensor(np.flatnonzero(keep))],
-                                    epochs=cfg.seg_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                                    device=device, freeze=cfg.freeze_encoder, should_stop=stop)
+        if k not in seg_cache:  # the U-Net depends on the split only, not on the strategy
+            m_idx, m, _ = plan.masks
+            keep = np.isin(m_idx, tr)  # only training-part images: the test part must not shape features
+            if keep.sum() < 2:
+                raise UserError(f"split {k}: fewer than 2 training images have masks; segmentation init needs more")
+            info = pretrain_segmentation(model, ds.images[torch.as_tensor(m_idx[keep])],
+                                         m[torch.as_tensor(np.flatnonzero(keep))], epochs=cfg.seg_epochs,
+                                         batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, device=device,
+                                         should_stop=stop)
+            seg_cache[k] = ({n: v.detach().clone() for n, v in model.state_dict().items()}, info)
+        state, seg = seg_cache[k]
+        model.load_state_dict(state)
+        if cfg.freeze_encoder:
+            freeze_encoder(model)
     settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
                              monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed)
     va, te = part["val"], part["test"]
@@ -295,7 +308,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
                            settings, augment=_classic_augment(cfg.classic) if name == "classic" else None,
                            on_epoch=on_epoch, should_stop=stop)
     return {
-        "split": k, "strategy": spec, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
+        "split": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
         "n_synthetic_distinct": int(n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),

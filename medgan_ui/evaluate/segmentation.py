@@ -145,10 +145,15 @@ def pretrain_segmentation(
         if should_stop and should_stop():
             break
     if freeze:
-        for stage in classifier.net.encoder_stages():
-            for prm in stage.parameters():
-                prm.requires_grad_(False)
+        freeze_encoder(classifier)
     return {"train_dice": dice, "first_epoch_dice": first, "epochs": float(epochs), "n_images": float(len(images))}
+
+
+def freeze_encoder(classifier: Classifier) -> None:
+    """Only the head trains from now on: the segmentation features feed it unchanged."""
+    for stage in classifier.net.encoder_stages():
+        for prm in stage.parameters():
+            prm.requires_grad_(False)
 
 
 def frozen_encoder_eval(classifier: Classifier) -> None:
