@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +171,16 @@ def test_train_see_progress_stop_then_generate(app):
     msg = refused(client, run_id, "latest", 4, 0, ["Fracture"], *LABELS, api_name="/generate")
     assert "Fracture" in msg
 
+    # export a set that tops every label cell up to 3 images
+    plan = client.predict(run_id, 3, api_name="/export_plan")
+    assert plan["headers"] == ["sex", "view", "finding", "real images", "to generate"]
+    wanted = sum(row[4] for row in plan["data"])
+    note = client.predict(run_id, "latest", plan, "PNG + labels.csv", 0, api_name="/export")
+    assert f"Wrote **{wanted:,}** synthetic images" in note
+    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    assert len(list(folder.glob("*.png"))) == wanted and (folder / "labels.csv").is_file()
+    assert "at least 1" in refused(client, run_id, 0, api_name="/export_plan")
+
 
 def test_resume_and_bad_resume(app):
     ctx, client = app
@@ -187,8 +198,6 @@ def test_resume_and_bad_resume(app):
 
 
 def test_real_nih_folder_reports_rows_without_images(app):
-    from pathlib import Path
-
     nih = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000"
     if not nih.is_dir():
         pytest.skip("shared NIH sample not present")
