@@ -157,7 +157,7 @@ def test_reuse_fakes_matches_reference_step():
     and updated weights agree; only G's BN running stats differ (the reference runs G twice)."""
     results = []
     for ref in (False, True):
-        m = model("gdgan", steps=6)
+        m = model("gdgan", steps=6, critic_batch="separate")
         torch.manual_seed(123)
         step = m.reference_step if ref else m.train_step
         out = step(batch(0), 0)
@@ -168,6 +168,15 @@ def test_reuse_fakes_matches_reference_step():
     for n in wa:
         for k in wa[n]:
             assert torch.allclose(wa[n][k], wb[n][k], rtol=1e-4, atol=1e-6), (n, k)
+
+
+def test_gdgan_joint_critic_batch_differs_from_separate():
+    losses = []
+    for mode in ("joint", "separate"):
+        m = model("gdgan", steps=6, critic_batch=mode)
+        torch.manual_seed(5)
+        losses.append(m.train_step(batch(0), 0)["wdist"])
+    assert not torch.allclose(losses[0], losses[1])
 
 
 def test_gdgan_n_critic_updates_g_every_nth_step():

@@ -6,8 +6,10 @@ critic step is detached for the critic's loss and then reused, after the critic 
 generator's loss; during the generator update the critic's weights do not collect gradients. The
 reference loop (`reuse_fakes=False`) runs the generator again with the same z and lets the critic
 loss backpropagate into G; it is kept so a benchmark can time both on the same nets. Both give the
-same losses and weights (same seed), except that the reference way updates G's BatchNorm running
-statistics twice per step (they only matter in eval mode, i.e. for sampling).
+same losses and weights (same seed, critic_batch="separate"), except that the reference way updates
+G's BatchNorm running statistics twice per step (they only matter in eval mode, i.e. for sampling).
+With critic_batch="joint" (the default) the critic sees real and fake as one batch in both updates;
+the reference way always passes them separately.
 
 Pixel range: the nets work in [0, 1] like the reference (see nets/gdgan.py); batches arrive in
 [-1, 1] and samples leave in [-1, 1].
@@ -139,6 +141,7 @@ class GDGAN(GANFamily):
         """One WGAN-GP critic update plus (when update_g) one generator update, with aux heads."""
         cfg, aug = self.cfg, self.augment
         d = self.nets[d_name]
+        b = real.shape[0]
         w_aux_fake, w_aux_real, w_g_aux = w
         if reuse and not update_g:
             with torch.no_grad():
@@ -146,8 +149,13 @@ class GDGAN(GANFamily):
         else:
             fake = gen()  # reuse: kept for G's loss; reference: the critic loss also backprops into G
         xr, xf = aug(real), aug(fake.detach() if reuse else fake)
-        d_real, c_real = d(xr)
-        d_fake, c_fake = d(xf)
+        joint = self.cfg.critic_batch == "joint" and reuse
+        if joint:  # one pass, shared BatchNorm statistics (see GDGANConfig.critic_batch)
+            d_both, c_both = d(torch.cat([xr, xf]))
+            d_real, d_fake, c_real, c_fake = d_both[:b], d_both[b:], c_both[:b], c_both[b:]
+        else:
+            d_real, c_real = d(xr)
+            d_fake, c_fake = d(xf)
         gp = gradient_penalty(lambda t: d(t)[0], xr, xf)
         wdist = d_real.float().mean() - d_fake.float().mean()
         aux_real = w_aux_real * masked_bce(c_real, y, mask)
@@ -171,7 +179,11 @@ class GDGAN(GANFamily):
             self.set_requires_grad(d, False)  # G's update needs no critic weight gradients
         else:
             fake = gen()  # the reference runs G again (same z, same weights -> same images)
-        d_g, c_g = d(aug(fake))
+        if joint:
+            d_g, c_g = d(torch.cat([xr.detach(), aug(fake)]))
+            d_g, c_g = d_g[b:], c_g[b:]
+        else:
+            d_g, c_g = d(aug(fake))
         g_aux = w_g_aux * masked_bce(c_g, y, mask)
         loss_g = -d_g.float().mean() + g_aux
         if g_extra is not None:
