@@ -209,3 +209,26 @@ def test_real_nih_folder_reports_rows_without_images(app):
     assert "111,120 label row(s) have no image file" in skipped_note
     assert any("Cardiomegaly" in item["caption"] for item in preview)  # rare findings are previewed
     assert ctx.dataset.name == "nih-cxr14-1000"
+
+
+def test_generic_csv_with_column_mapping(app, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    ctx, client = app
+    folder = tmp_path / "mydata"
+    (folder / "img").mkdir(parents=True)
+    rows = ["file,sex,findings,pid"]
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(folder / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{'FM'[i % 2]},{'Nodule' if i % 5 == 0 else 'No Finding'},p{i // 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    cols = client.predict(str(folder), None, "", api_name="/read_columns")
+    assert cols[-1] == "Columns of the CSV: file, sex, findings, pid"
+    args = load_args(SOURCES[1], str(folder), size=16)
+    args[3] = "csv"
+    args[6:12] = ["labels.csv", "file", "pid", ["sex"], "findings", "|"]
+    status, info, *_ = client.predict(*args, api_name="/load_data")
+    assert "30 images" in info and "15 patients" in info and "Nodule" in info
+    assert ctx.dataset.general_names == ["sex"]
