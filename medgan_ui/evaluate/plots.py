@@ -16,10 +16,12 @@ from medgan_ui.workspace import atomic_write_bytes
 
 def roc_figure(results: dict[str, Any]) -> Figure:
     targets = list(results["targets"])
-    fig = Figure(figsize=(5.2 * len(targets), 5.0), dpi=110, layout="constrained")
+    fig = Figure(figsize=(4.8 * len(targets), 4.8), dpi=110, layout="constrained")
     axes = fig.subplots(1, len(targets), squeeze=False)[0]
     for ax, target in zip(axes, targets):
-        for s, e in results["targets"][target].items():
+        per = results["targets"][target]
+        for s in [s for s in results["config"]["strategies"] if s in per]:  # configured order, not JSON's
+            e = per[s]
             for p in e["per_split"]:  # faint per-split curves show the spread between splits
                 ax.plot(p["roc"]["fpr"], p["roc"]["tpr"], lw=0.6, alpha=0.25, color=_color(results, s))
             label = f"{s}: AUC {e['auc_mean']:.3f} ± {e['auc_sd']:.3f}"
@@ -29,7 +31,7 @@ def roc_figure(results: dict[str, Any]) -> Figure:
             ax.plot(e["roc_mean"]["fpr"], e["roc_mean"]["tpr"], lw=2, color=_color(results, s), label=label)
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)",
-               title=f"{target}: test ROC, mean over {len(results.get('complete_splits', []))} splits")
+               title=f"{target}: test ROC ({len(results.get('complete_splits', []))} splits)")
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8)
     return fig

@@ -21,6 +21,10 @@ from medgan_ui.ui.errors import friendly
 TIMER_S = 2.0
 BASE = ["none", "classic", "undersample", "oversample"]
 INITS = ["scratch", "imagenet", "segmentation"]
+TABLE_NAMES = {"auc_mean": "AUC", "auc_sd": "SD", "ci95_lo": "CI95 lo", "ci95_hi": "CI95 hi",
+               "p_delong_vs_none": "p vs none", "sensitivity": "sens", "specificity": "spec",
+               "auc_per_split": "AUC per split"}
+METRIC_COLUMNS = ["model", "extractor", "IS", "FID", "FID floor", "KID", "mean NN-SSIM", "Welch p (IS)"]
 
 
 def synthetic_choices(ctx: Any) -> list[str]:
@@ -66,7 +70,8 @@ def progress_html(job: dict | None) -> str:
 def show_experiment(ctx: Any, exp_id: str | None):
     """(table, interactive ROC rows, ROC figure, confusion figure, notes) for one experiment."""
     if not exp_id:
-        return pd.DataFrame(), pd.DataFrame(columns=["strategy", "fpr", "tpr"]), None, None, ""
+        return (pd.DataFrame(columns=["target", "strategy", *TABLE_NAMES.values()]),
+                pd.DataFrame(columns=["strategy", "fpr", "tpr"]), None, None, "")
     res = load_results(ctx.workspace, exp_id)
     notes = "\n".join(f"- {html.escape(n)}" for n in res.get("notes", []))
     cfg = res["config"]
@@ -74,7 +79,7 @@ def show_experiment(ctx: Any, exp_id: str | None):
             f"{len(res.get('complete_splits', []))}/{cfg['splits']} splits · status {res['status']}. "
             "p = DeLong test against 'none' per split, combined over splits (Stouffer); sensitivity/specificity "
             "at the Youden threshold chosen on validation.")
-    return (pd.DataFrame(table_rows(res)), pd.DataFrame(roc_long(res)), roc_figure(res), confusion_figure(res),
+    return (pd.DataFrame(table_rows(res)).rename(columns=TABLE_NAMES), pd.DataFrame(roc_long(res)), roc_figure(res), confusion_figure(res),
             head + ("\n\n" + notes if notes else ""))
 
 
@@ -115,9 +120,11 @@ def build_compare_tab(ctx: Any) -> None:
             table = gr.Dataframe(label="AUC (mean ± SD over splits), 95 % CI, p vs none, sensitivity, specificity",
                                  interactive=False, wrap=True)
             roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
-                                label="Mean test ROC (interactive; first target)", height=320)
-            roc_png = gr.Plot(label="ROC curves (per split faint, mean bold)")
-            conf = gr.Plot(label="Confusion matrices summed over splits")
+                                label="Mean test ROC (interactive; first target)", height=400)
+            gr.Markdown("**ROC curves** (per split faint, mean bold; p = DeLong vs none)")
+            roc_png = gr.Plot(show_label=False)
+            gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over splits")
+            conf = gr.Plot(show_label=False)
     gr.Markdown("### GAN quality metrics")
     with gr.Row():
         m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs / synthetic sets (two for a Welch t-test on IS)")
@@ -125,7 +132,8 @@ def build_compare_tab(ctx: Any) -> None:
         m_n = gr.Number(500, label="Images per model", precision=0)
         m_go = gr.Button("Compute metrics")
     m_sel = gr.Dropdown([], label="Metrics result", allow_custom_value=True)
-    m_table = gr.Dataframe(interactive=False, wrap=True, label="IS (10 splits), FID with real-vs-real floor, KID, memorisation")
+    m_table = gr.Dataframe(pd.DataFrame(columns=METRIC_COLUMNS), interactive=False, wrap=True,
+                           label="IS (10 splits), FID with real-vs-real floor, KID, memorisation")
     jobs = gr.State({})
 
     @friendly
@@ -177,7 +185,8 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_show_metrics(mid):
-        return pd.DataFrame(metric_rows(load_results(ctx.workspace, mid))) if mid else pd.DataFrame()
+        rows = metric_rows(load_results(ctx.workspace, mid)) if mid else []
+        return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
     m_sel.change(on_show_metrics, [m_sel], [m_table], api_visibility="private")
 
