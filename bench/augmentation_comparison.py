@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,12 @@ def train_gans(ws: Workspace, ds, cfg: ExperimentConfig, preset: str, steps: int
                           "status": out["status"], "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         ids.append(rid)
     return ids
+
+
+def _progress(e: dict) -> None:
+    """Epoch-level progress on stderr, so stdout stays JSON lines."""
+    if e.get("stage") in ("train", "done"):
+        print(f"[{100 * e.get('progress', 0):5.1f}%] {e.get('message', '')}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
     summary = {}
     for group in groups:
         cfg = ExperimentConfig(**{**base.__dict__, "targets": group, "strategies": strategies})
-        out = run_experiment(cfg, ws, dataset=ds)
+        out = run_experiment(cfg, ws, dataset=ds, on_progress=_progress)
         for target, per in out["results"]["targets"].items():
             for s in strategies:
                 e = per[s]
