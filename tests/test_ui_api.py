@@ -232,3 +232,20 @@ def test_generic_csv_with_column_mapping(app, tmp_path):
     status, info, *_ = client.predict(*args, api_name="/load_data")
     assert "30 images" in info and "15 patients" in info and "Nodule" in info
     assert ctx.dataset.general_names == ["sex"]
+
+
+def test_workspace_files_are_not_served(app):
+    import urllib.error
+    import urllib.request
+
+    ctx, client = app
+    secret = ctx.workspace.root / "jobs.json"
+    assert secret.exists()
+    for route in ("gradio_api/file=", "file="):
+        try:
+            with urllib.request.urlopen(f"{client.src.rstrip('/')}/{route}{secret}", timeout=10) as r:
+                body = r.read()
+        except urllib.error.HTTPError as exc:
+            assert exc.code in (403, 404)
+        else:
+            assert b'"jobs"' not in body

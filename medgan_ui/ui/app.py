@@ -49,7 +49,8 @@ def _optional_tab(module: str, builder: str, *args: Any, plan: str) -> None:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="MedGAN Studio", analytics_enabled=False) as demo:
+    # generated images pile up in Gradio's cache on a long-running server: drop those older than 2 h
+    with gr.Blocks(title="MedGAN Studio", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.HTML(_header(ctx))
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
@@ -105,7 +106,9 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
     app, _, _ = demo.launch(
         server_name=host, server_port=port, auth=auth or None, share=share,
         prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False,
-        allowed_paths=[str(ctx.workspace.root)], footer_links=["api"],
+        # no allowed_paths: outputs are copied into Gradio's cache, so no workspace file (e.g. the
+        # reader-study database) can be fetched by URL
+        footer_links=["api"],
         auth_message="MedGAN Studio: please sign in." if auth else None,
         **launch_options(),
     )
