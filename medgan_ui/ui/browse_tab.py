@@ -122,7 +122,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.", elem_id="mg-seed")
         gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"], elem_id="mg-generate")
         more_btn = gr.Button("More (next seed)", elem_classes=["mg-big"])
-    gallery = gr.Gallery(label="Synthetic images (click one to find its nearest real training images)", columns=8,
+    gr.Markdown("**Synthetic images**: click one to see its nearest real training images below.")
+    gallery = gr.Gallery(show_label=False, columns=8,
                          height="auto", object_fit="contain", format="png", elem_classes=["mg-pixels"],
                          interactive=False, allow_preview=False, elem_id="mg-gallery")
     shown = gr.State(None)  # {"images": uint8 [n,H,W], "captions": [...]} of this browser tab
@@ -130,7 +131,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         nn_note = gr.Markdown("Click a synthetic image above.", elem_id="mg-nn-note")
         nn_gallery = gr.Gallery(columns=6, height="auto", object_fit="contain", format="png",
                                 elem_classes=["mg-pixels"], interactive=False, allow_preview=False, show_label=False,
-                                elem_id="mg-nn-gallery")
+                                elem_id="mg-nn-gallery", visible=False)
     with gr.Accordion("Export a synthetic set to top up rare label cells", open=False):
         with gr.Row():
             target = gr.Number(100, label="Target images per cell", precision=0,
@@ -164,6 +165,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         ds = cfg.get("dataset", {})
         info = (f"**{cfg['kind']}** on *{ds.get('name', '?')}* ({ds.get('n_train', '?')} training images), "
                 f"{schema['image_size']} px, checkpoints: {', '.join(names) or 'none'}.")
+        if cfg["kind"] == "gdgan":
+            info += "  \nEach image shows GDGAN's two stages side by side: **stage 1** (general labels) | **stage 2** (findings added)."
         return (info, gr.update(choices=["latest"] + names[::-1], value="latest"), *upd,
                 gr.update(choices=schema["findings"], value=[]))
 
@@ -177,15 +180,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         res = generate(loaded, int(n), _labels(list(gvals), loaded.schema), list(fnd or []), seed=int(sd or 0))
         imgs = res.images.numpy()
         shown_imgs = imgs if res.stage1 is None else np.stack([side_by_side(a, b) for a, b in zip(res.stage1.numpy(), imgs)])
-        prefix = "stage 1 | stage 2 · " if res.stage1 is not None else ""
-        caps = [prefix + label_caption(lab["general"], lab["findings"]) for lab in res.labels]
+        caps = [label_caption(lab["general"], lab["findings"]) for lab in res.labels]
         return imgs, shown_imgs, caps
 
     @friendly
     def on_generate(run_id, ckpt_name, n, sd, fnd, *gvals):
         imgs, shown_imgs, caps = _generate(run_id, ckpt_name, n, sd, fnd, *gvals)
         state = {"images": imgs, "shown": shown_imgs, "captions": caps}
-        return gallery_items(shown_imgs, caps, px=160), state, "Click a synthetic image above.", []
+        return (gallery_items(shown_imgs, caps, px=160), state, "Click a synthetic image above.",
+                gr.update(value=[], visible=False))
 
     @friendly
     def on_more(run_id, ckpt_name, n, sd, fnd, state, *gvals):
@@ -218,7 +221,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         close = hits[0][2] if hits else 0.0
         verdict = ("**Very close to a training image (SSIM > 0.9): possible memorisation.**" if close > 0.9
                    else "No training image is a near copy (best SSIM %.2f; 1.0 would be identical)." % close)
-        return f"Nearest of {len(pool):,} training images by pixel RMSE. {verdict}", gallery_items(imgs, caps, px=128)
+        return (f"Nearest of {len(pool):,} training images by pixel RMSE. {verdict}",
+                gr.update(value=gallery_items(imgs, caps, px=128), visible=True))
 
     gallery.select(on_select, [run, shown], [nn_note, nn_gallery], api_visibility="private")
 

@@ -249,7 +249,8 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
     status = gr.Markdown(elem_classes=["mg-status"], elem_id="mg-data-status")
 
     info = gr.Markdown(elem_id="mg-data-info")
-    preview = gr.Gallery(label="Preview (rare findings first)", columns=8, height="auto", object_fit="contain",
+    gr.Markdown("**Preview** (rare findings first)")
+    preview = gr.Gallery(show_label=False, columns=8, height="auto", object_fit="contain",
                          format="png", allow_preview=True, elem_classes=["mg-pixels"], interactive=False,
                          elem_id="mg-preview")
     with gr.Row():
