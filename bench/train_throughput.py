@@ -190,7 +190,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default="gdgan,acgan,dcgan,pggan")
     ap.add_argument("--images", type=int, default=512, help="phantom images to train on")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for both variants (0 = torch's default); on a crowded shared CPU 1 thread "
+                         "avoids OpenMP spin-waiting")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     rounds, block, warmup, steps = (2, 5, 2, 5) if args.quick else (6, 10, 3, 20)
     ds = demo_imageset(n=args.images, size=64, seed=0)

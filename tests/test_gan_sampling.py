@@ -107,3 +107,12 @@ def test_export_dicom_secondary_capture(trained, tmp_path):
     assert len(uids) == 6  # fresh UIDs everywhere
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     assert rows[0]["file"] == "00000.dcm" and rows[0]["Finding Labels"] == "Cardiomegaly"
+
+
+def test_chunking_does_not_change_images(trained):
+    ws, run_id = trained
+    run = load_run(ws.run_dir(run_id), device="cpu")
+    whole = generate(run, 10, {"sex": "M"}, ["Nodule"], seed=5)
+    parts = generate(run, 10, {"sex": "M"}, ["Nodule"], seed=5, chunk=3)
+    assert torch.equal(whole.images, parts.images) and torch.equal(whole.stage1, parts.stage1)
+    assert whole.labels == parts.labels

@@ -82,21 +82,25 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | torch.d
 
 
 def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, findings: list[str] | None = None,
-             seed: int = 0, ema: bool = True) -> SampleResult:
+             seed: int = 0, ema: bool = True, chunk: int = 256) -> SampleResult:
     """n images for the labels; unnamed general labels are drawn per image. Same seed, same images."""
     if n < 1:
         raise UserError(f"number of images must be at least 1 (got {n})")
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.inference_mode():
-        z = run.model.noise(n, generator=gen).to(run.device)
-        g, d = encode_labels(run.schema, general, findings, n, run.device, gen)
-        out = run.model.generate(z, g, d, ema=ema)
     size = run.schema.image_size
-    stage1 = out.get("stage1")
+    images, stage1 = [], []
+    with torch.inference_mode():
+        z = run.model.noise(n, generator=gen).to(run.device)  # all inputs first: same images for any chunking
+        g, d = encode_labels(run.schema, general, findings, n, run.device, gen)
+        for i in range(0, n, chunk):  # bounded memory for large sets (the GDGAN FC layers are wide)
+            out = run.model.generate(z[i:i + chunk], g[i:i + chunk], d[i:i + chunk], ema=ema)
+            images.append(to_uint8(out["images"], size))
+            if out.get("stage1") is not None:
+                stage1.append(to_uint8(out["stage1"], size))
     codes = g.cpu().tolist()
     labels = [{"general": {name: run.schema.general_values[name][c] for name, c in zip(run.schema.general_names, row)},
                "findings": list(findings or [])} for row in codes]
-    return SampleResult(to_uint8(out["images"], size), None if stage1 is None else to_uint8(stage1, size), labels)
+    return SampleResult(torch.cat(images), torch.cat(stage1) if stage1 else None, labels)
 
 
 # ---- exports -----------------------------------------------------------------------------------------
