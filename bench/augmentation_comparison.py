@@ -9,6 +9,8 @@ Target (issue 6): the comparison finishes within 30 minutes on this CPU. GAN tra
 separately (`gan_seconds`) from the comparison itself (`experiment_seconds`). Targets Effusion and
 Cardiomegaly are classified by one multi-label classifier (GDGAN's classifier is multi-label), or one
 binary experiment per target with --binary. Each GDGAN trained here sees only its split's train part.
+The default classifier is Frid-Adar's 64x64 CNN (about 30M multiply-adds per image, so 3 splits x 3
+strategies x 20 epochs fit a 2-core CPU); --classifier resnet18 --width 1 is the heavier option.
 One JSON line per GAN, per (target, strategy) and a final line.
 """
 from __future__ import annotations
@@ -67,11 +69,11 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="GDGAN run id (or ID0+ID1+ID2); default: train them here")
     ap.add_argument("--gan-preset", default="fast-cpu")
     ap.add_argument("--gan-steps", type=int, default=2000)
-    ap.add_argument("--classifier", default="resnet18")
-    ap.add_argument("--width", type=float, default=0.25, help="classifier width (1 = published ResNet-18)")
+    ap.add_argument("--classifier", default="fridadar", help="fridadar (cheap at 64 px), resnet18 or vgg19")
+    ap.add_argument("--width", type=float, default=1.0, help="classifier width multiplier (1 = published net)")
     ap.add_argument("--splits", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
