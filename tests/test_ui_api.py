@@ -178,6 +178,9 @@ def test_train_see_progress_stop_then_generate(app):
     assert f"Wrote **{wanted:,}** synthetic images" in note
     folder = Path(re.search(r"`([^`]+)`", note).group(1))
     assert len(list(folder.glob("*.png"))) == wanted and (folder / "labels.csv").is_file()
+    note = client.predict(run_id, "latest", plan, "DICOM", 0, api_name="/export")
+    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    assert len(list(folder.glob("*.dcm"))) == wanted
     assert "at least 1" in refused(client, run_id, 0, api_name="/export_plan")
 
 
