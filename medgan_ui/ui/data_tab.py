@@ -136,20 +136,24 @@ def counts_chart(ds: ImageSet):
 
 
 def split_summary(ds: ImageSet) -> str:
+    """Images, patients and the rarest finding (plus the one the split was stratified on) per part."""
     if ds.split is None:
         return "No split stored with this dataset."
     det = ds.detailed.numpy().astype(bool)
-    rare = int(np.argmin(det.sum(0))) if ds.findings else None
-    lines = ["| split | images | patients |" + (f" {ds.findings[rare]} |" if rare is not None else ""),
-             "|---|---:|---:|" + ("---:|" if rare is not None else "")]
+    info = ds.meta.get("split_info") or ds.meta.get("split") or {}
+    strat = info.get("stratify") if isinstance(info, dict) else None
+    cols = [ds.findings[int(np.argmin(det.sum(0)))]] if ds.findings else []
+    if strat in ds.findings and strat not in cols:
+        cols.append(strat)
+    lines = ["| split | images | patients |" + "".join(f" {c} |" for c in cols),
+             "|---|---:|---:|" + "---:|" * len(cols)]
     for i, name in enumerate(SPLIT_NAMES):
         m = ds.split == i
-        cell = f" {int(det[m, rare].sum())} |" if rare is not None else ""
-        lines.append(f"| {name} | {int(m.sum())} | {len(np.unique(ds.patient_id[m]))} |{cell}")
-    info = ds.meta.get("split_info") or ds.meta.get("split") or {}
+        cells = "".join(f" {int(det[m, ds.findings.index(c)].sum())} |" for c in cols)
+        lines.append(f"| {name} | {int(m.sum())} | {len(np.unique(ds.patient_id[m]))} |{cells}")
     note = "Patient-level split: no patient appears in two parts."
-    if isinstance(info, dict) and info.get("stratify"):
-        note += f" Stratified on {info['stratify']}."
+    if strat:
+        note += f" Stratified on {strat}."
     return "\n".join(lines) + f"\n\n{note}"
 
 
@@ -253,13 +257,14 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
     preview = gr.Gallery(show_label=False, columns=8, height="auto", object_fit="contain",
                          format="png", allow_preview=True, elem_classes=["mg-pixels"], interactive=False,
                          elem_id="mg-preview")
+    counts = gr.Dataframe(label="Counts: general label x finding", interactive=False, wrap=True, max_height=360)
     with gr.Row():
         with gr.Column(scale=3):
-            counts = gr.Dataframe(label="Counts: general label x finding", interactive=False, wrap=True)
-        with gr.Column(scale=2):
             gr.Markdown("**Where the data is thin** (images per finding, per general label)")
             chart = gr.Plot(show_label=False)
-    split = gr.Markdown()
+        with gr.Column(scale=2):
+            gr.Markdown("**Split** (train / validation / test)")
+            split = gr.Markdown()
     skipped_note = gr.Markdown()
     skipped = gr.Dataframe(label="Skipped files and why", interactive=False, wrap=True, max_height=260, visible=False)
     view = [info, preview, counts, chart, split, skipped_note, skipped]
