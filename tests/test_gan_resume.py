@@ -31,7 +31,7 @@ def deterministic():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("kind", ["gdgan", "acgan"])
+@pytest.mark.parametrize("kind", ["gdgan", "acgan", "dcgan", "pggan"])
 def test_stop_and_resume_equals_straight_run(tmp_path, deterministic, kind):
     ds = demo_imageset(n=48, size=16, seed=0)
     # 2N = 12 steps; GDGAN switches stage at step 6, so the resumed half is all stage 2
