@@ -18,7 +18,6 @@ from medgan_ui.ui import browse_tab, data_tab, train_tab
 from medgan_ui.ui.context import AppContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TIMER_S = 1.5  # live refresh of the Train tab; handlers read small files only
 
 
 def theme() -> gr.themes.Base:
