@@ -77,9 +77,10 @@ def free_port() -> int:
 
 
 def start_server(root: Path, admin_password: str | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`python -m medgan_ui.ui.study_server` on a free localhost port; returns (process, base URL) once it answers."""
+    """`python launch.py --reader-only` (what a reading session runs) on a free localhost port; returns
+    (process, base URL) once it answers."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "medgan_ui.ui.study_server", "--workspace", str(root), "--port", str(port)]
+    cmd = [sys.executable, "launch.py", "--reader-only", "--workspace", str(root), "--port", str(port)]
     if admin_password:
         cmd += ["--admin-password", admin_password]
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")

@@ -137,6 +137,13 @@ def test_page_config_leaks_nothing(env):
     assert not info.get("named_endpoints")  # every handler is private: none advertised to API clients
 
 
+def test_reader_only_server_shows_no_studio_tab(env):
+    """Readers get the reading screen alone: no Data/Train/Browse/Compare tab with labelled images."""
+    _, base, _, _ = env
+    labels = {str(c.get("props", {}).get("label")) for c in fx.gradio_config(base)["components"]}
+    assert not labels & {"Data", "Train", "Browse", "Compare"}
+
+
 def test_admin_handlers_check_token_and_disabled_state(tmp_path):
     ws = Workspace(tmp_path)
     store = StudyStore(ws.studies_db)

@@ -22,6 +22,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-password", default=None,
                    help="password for the Rate tab's admin view (or set MEDGAN_ADMIN_PASSWORD)")
     p.add_argument("--no-demo", action="store_true", help="do not load the built-in demo dataset at start")
+    p.add_argument("--reader-only", action="store_true",
+                   help="serve only the reading screen (reader studies: radiologists see nothing else)")
 
 
 def parse_auth(pairs: list[str]) -> list[tuple[str, str]]:
@@ -47,6 +49,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.share and not auth:
         print("warning: --share makes the app public; add --auth USER:PASS to protect it", file=sys.stderr)
     admin = args.admin_password or os.environ.get("MEDGAN_ADMIN_PASSWORD") or None
+    if args.reader_only:
+        return serve_reader_only(args, auth, admin)
     ctx = AppContext.create(args.workspace, admin_password=admin)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
     # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
@@ -61,6 +65,19 @@ def serve(args: argparse.Namespace) -> int:
         print("stopping: running jobs write a checkpoint and can be resumed after the next start", flush=True)
     finally:
         ctx.jobs.shutdown(timeout=60)
+    return 0
+
+
+def serve_reader_only(args: argparse.Namespace, auth: list[tuple[str, str]], admin: str | None) -> int:
+    """Reading screen alone: no Data/Train/Browse tab where labelled synthetic images could be seen."""
+    import uvicorn
+
+    from medgan_ui.ui.study_server import build_app
+    from medgan_ui.workspace import Workspace
+
+    app = build_app(Workspace(args.workspace), admin, auth=auth)
+    print(f"MedGAN Studio reader study on http://{args.host}:{args.port}/ (admin view: /?admin)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

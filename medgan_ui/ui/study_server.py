@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from medgan_ui.workspace import Workspace
 
 
-def build_app(workspace: Workspace, admin_password: str | None = None) -> Any:
+def build_app(workspace: Workspace, admin_password: str | None = None,
+              auth: list[tuple[str, str]] | None = None) -> Any:
     """FastAPI app: the reader API + image routes, then Gradio (Rate tab only) mounted at '/'."""
     import gradio as gr
     from fastapi import FastAPI
@@ -26,7 +27,7 @@ def build_app(workspace: Workspace, admin_password: str | None = None) -> Any:
         build_rate_tab(workspace, admin_password)
     # readers answer at the same time: let their events run side by side (the store serialises writes)
     demo.queue(default_concurrency_limit=16)
-    return gr.mount_gradio_app(app, demo, path="/", blocked_paths=private_paths(workspace))
+    return gr.mount_gradio_app(app, demo, path="/", blocked_paths=private_paths(workspace), auth=auth or None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
