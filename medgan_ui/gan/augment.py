@@ -83,8 +83,7 @@ def diff_augment(x: torch.Tensor, p: torch.Tensor, lo: float = -1.0, hi: float =
     x = x + (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) - 0.5) * half * on()
     # contrast: scale around the image mean by U[0.5, 1.5]
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    factor = 1.0 + (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) - 0.5) * on()
-    x = (x - mean) * factor + mean
+    x = x + (x - mean) * ((torch.rand(b, 1, 1, 1, device=dev, dtype=dt) - 0.5) * on())  # exact no-op when off
     # translation by up to 1/8 of the size, padded with the mid value
     sh, sw = max(1, h // 8), max(1, w // 8)
     gate = on().reshape(b, 1, 1).long()
@@ -93,7 +92,7 @@ def diff_augment(x: torch.Tensor, p: torch.Tensor, lo: float = -1.0, hi: float =
     gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
     gy = (gy.unsqueeze(0) + ty + sh).clamp(0, h + 2 * sh - 1)
     gx = (gx.unsqueeze(0) + tx + sw).clamp(0, w + 2 * sw - 1)
-    padded = F.pad(x - mid, [sw, sw, sh, sh]) + mid
+    padded = F.pad(x, [sw, sw, sh, sh], value=mid)
     bi = torch.arange(b, device=dev).reshape(b, 1, 1)
     x = padded.permute(0, 2, 3, 1)[bi, gy, gx].permute(0, 3, 1, 2)
     # cutout: a half-size square at a random place set to the mid value
