@@ -15,8 +15,9 @@ from medgan_ui.workspace import atomic_write_bytes
 
 
 def roc_figure(results: dict[str, Any]) -> Figure:
-    targets = list(results["targets"])
-    fig = Figure(figsize=(4.8 * len(targets), 4.8), dpi=110, layout="constrained")
+    targets = [t for t in results["config"]["targets"] if t in results["targets"]]
+    n = len(results["config"]["strategies"])
+    fig = Figure(figsize=(4.8 * len(targets), 4.9 + 0.18 * n), dpi=110, layout="constrained")
     axes = fig.subplots(1, len(targets), squeeze=False)[0]
     for ax, target in zip(axes, targets):
         per = results["targets"][target]
@@ -33,12 +34,13 @@ def roc_figure(results: dict[str, Any]) -> Figure:
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)",
                title=f"{target}: test ROC ({len(results.get('complete_splits', []))} splits)")
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=8)
+        # below the axes: run ids make long labels that would hide the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     return fig
 
 
 def confusion_figure(results: dict[str, Any]) -> Figure:
-    targets = list(results["targets"])
+    targets = [t for t in results["config"]["targets"] if t in results["targets"]]
     strategies = [s for s in results["config"]["strategies"] if any(s in results["targets"][t] for t in targets)]
     fig = Figure(figsize=(2.4 * len(strategies) + 0.5, 2.4 * len(targets) + 0.4), dpi=110, layout="constrained")
     axes = fig.subplots(len(targets), len(strategies), squeeze=False)

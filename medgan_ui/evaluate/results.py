@@ -91,7 +91,8 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (target, strategy): the AUC table shown in the app and written to results.csv."""
     rows = []
     order = results["config"]["strategies"]  # results.json is key-sorted; keep the configured order
-    for target, per in results["targets"].items():
+    for target in [t for t in results["config"]["targets"] if t in results["targets"]]:
+        per = results["targets"][target]
         for s in [s for s in order if s in per]:
             e = per[s]
             d = e.get("delong_vs_none")
