@@ -78,7 +78,7 @@ def main() -> None:
                 eval_s = time.perf_counter() - t1
                 elapsed = time.perf_counter() - t_start
                 print(json.dumps({"bench": "medmnist_resnet18", "epoch": epoch, "step": step, "val_auc": round(v, 4),
-                                  "loss": round(float(loss), 4), "elapsed_s": round(elapsed, 1),
+                                  "loss": round(float(loss.detach()), 4), "elapsed_s": round(elapsed, 1),
                                   "s_per_step": round(float(np.median(step_s[-20:])), 3)}), flush=True)
             elapsed = time.perf_counter() - t_start
             # stop when another eval window (steps + evaluation + final test pass) would overrun the budget
