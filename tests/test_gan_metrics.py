@@ -118,7 +118,7 @@ def test_evaluate_gan_end_to_end_with_welch(small, tmp_path):
         G.evaluate_gan(ws, small, ["big"], n=20)
     with pytest.raises(UserError, match="neither a run"):
         G.evaluate_gan(ws, small, ["nothing-here"], n=20)
-    out = G.evaluate_gan(ws, small, ["close", "noisy"], n=60, seed=0)
+    out = G.evaluate_gan(ws, small, ["close", "noisy"], n=60, seed=0, extractor_epochs=2)
     r = out["results"]
     assert (tmp_path / "ws" / "experiments" / out["id"] / "metrics.json").is_file()
     assert (tmp_path / "ws" / "experiments" / out["id"] / "extractor.pt").is_file()
