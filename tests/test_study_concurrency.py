@@ -35,6 +35,7 @@ def test_twenty_readers_fifty_cases(server):
         rng = random.Random(i)
         name = f"reader-{i:02d}"
         try:
+            doubles: list[threading.Thread] = []
             with httpx.Client(base_url=base, timeout=60) as c:
                 barrier.wait()  # everyone starts together
                 r = c.post("/study/api/signin", json={"name": name, "code": code}).json()
@@ -44,8 +45,10 @@ def test_twenty_readers_fifty_cases(server):
                     body = {"case": nxt["case"], "call": rng.choice(["real", "synthetic"]), "score": rng.randint(1, 5),
                             "finding": rng.choice(["Nodule", "No Finding"])}
                     if rng.random() < 0.1:  # a double click: the same answer sent twice at once must stay one row
-                        t = threading.Thread(target=lambda: c.post("/study/api/rate", headers=h, json=body))
+                        t = threading.Thread(target=c.post, args=("/study/api/rate",),
+                                             kwargs={"headers": h, "json": dict(body)})
                         t.start()
+                        doubles.append(t)
                     resp = c.post("/study/api/rate", headers=h, json=body)
                     if resp.status_code != 200:
                         errors.append(f"{name}: {resp.status_code} {resp.text}")
@@ -54,6 +57,7 @@ def test_twenty_readers_fifty_cases(server):
                     nxt = resp.json()["next"]
                     if rng.random() < 0.05:  # some readers look at the image too
                         assert c.get(nxt["image_url"] or "/study/api/next", headers=h).status_code == 200
+                [t.join(60) for t in doubles]  # before the client closes under them
         except Exception as exc:  # reported below, with the reader's name
             errors.append(f"{name}: {exc!r}")
 
