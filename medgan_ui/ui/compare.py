@@ -11,10 +11,8 @@ import gradio as gr
 import pandas as pd
 
 from medgan_ui.errors import UserError
-from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment, validate
-from medgan_ui.evaluate.gan_metrics import evaluate_gan, metric_rows
-from medgan_ui.evaluate.plots import confusion_figure, roc_figure
-from medgan_ui.evaluate.results import list_outputs, load_results, roc_long, table_rows
+# medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
+# importing it here added ~4 s to the app's first page
 from medgan_ui.jobs import ACTIVE
 from medgan_ui.ui.errors import friendly
 
@@ -35,7 +33,9 @@ def synthetic_choices(ctx: Any) -> list[str]:
 
 
 def config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
-                     lr, ratio, seed) -> ExperimentConfig:
+                     lr, ratio, seed) -> Any:
+    from medgan_ui.evaluate.experiment import ExperimentConfig
+
     if not targets:
         raise UserError("choose at least one target finding")
     strategies = list(base or []) + [f"synthetic:{s}" for s in (synth or [])]
@@ -68,6 +68,9 @@ def progress_html(job: dict | None) -> str:
 
 
 def show_experiment(ctx: Any, exp_id: str | None):
+    from medgan_ui.evaluate.plots import confusion_figure, roc_figure
+    from medgan_ui.evaluate.results import load_results, roc_long, table_rows
+
     """(table, interactive ROC rows, ROC figure, confusion figure, notes) for one experiment."""
     if not exp_id:
         return (pd.DataFrame(columns=["target", "strategy", *TABLE_NAMES.values()]),
@@ -138,6 +141,8 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_start(*form):
+        from medgan_ui.evaluate.experiment import run_experiment, validate
+
         ds = ctx.require_dataset()
         cfg = config_from_form(*form)
         validate(cfg, ctx.workspace, ds)  # bad input is shown now, not as a failed job later
@@ -163,6 +168,8 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_metrics(runs, ext, n, state):
+        from medgan_ui.evaluate.gan_metrics import evaluate_gan
+
         ds = ctx.require_dataset()
         if not runs:
             raise UserError("choose at least one run or synthetic set")
@@ -185,6 +192,9 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_show_metrics(mid):
+        from medgan_ui.evaluate.gan_metrics import metric_rows
+        from medgan_ui.evaluate.results import load_results
+
         rows = metric_rows(load_results(ctx.workspace, mid)) if mid else []
         return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
@@ -192,6 +202,8 @@ def build_compare_tab(ctx: Any) -> None:
 
     def on_tick(state):
         """Progress of this page's jobs; lists refreshed only when they changed (skip otherwise)."""
+        from medgan_ui.evaluate.results import list_outputs
+
         state = dict(state or {})
         jid = state.get("exp")
         job = ctx.jobs.get(jid) if jid else None
@@ -221,6 +233,8 @@ def build_compare_tab(ctx: Any) -> None:
                            show_progress="hidden", api_visibility="private")
 
     def on_refresh():
+        from medgan_ui.evaluate.results import list_outputs
+
         ds = ctx.dataset
         found = list(ds.findings) if ds is not None else []
         choices = synthetic_choices(ctx)
