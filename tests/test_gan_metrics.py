@@ -131,3 +131,15 @@ def test_evaluate_gan_end_to_end_with_welch(small, tmp_path):
     assert w["p"] == pytest.approx(ref.pvalue) and w["extractor"] == r["extractor"]
     rows = G.metric_rows(r)
     assert [row["model"] for row in rows] == ["real (train)", "close", "noisy"]
+
+
+def test_nearest_real_finds_an_exact_copy_first():
+    from medgan_ui.evaluate.gan_metrics import nearest_real
+
+    g = torch.Generator().manual_seed(0)
+    train = (torch.rand(40, 16, 16, generator=g) * 255).to(torch.uint8)
+    hits = nearest_real(train[5].numpy(), train, k=3)
+    assert hits[0][0] == 5 and hits[0][1] == pytest.approx(0.0) and hits[0][2] == pytest.approx(1.0, abs=1e-4)
+    assert len(hits) == 3 and hits[1][1] > 0 and hits[1][2] < 0.9
+    with pytest.raises(ValueError, match="px"):
+        nearest_real(np.zeros((32, 32), np.uint8), train)

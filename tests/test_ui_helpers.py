@@ -51,17 +51,6 @@ def test_zip_upload_is_unpacked_and_path_escape_refused(tmp_path):
     assert not (tmp_path / "outside.txt").exists()
 
 
-def test_nearest_real_finds_an_exact_copy_first():
-    from medgan_ui.ui.browse_tab import nearest_real
-
-    ds = tiny_set(size=16)
-    hits = nearest_real(ds.images[5].numpy(), ds, k=3)
-    assert hits[0][0] == 5 and hits[0][1] == pytest.approx(0.0) and hits[0][2] == pytest.approx(1.0, abs=1e-4)
-    assert len(hits) == 3 and hits[1][1] > 0 and hits[1][2] < 0.9
-    with pytest.raises(UserError, match="px"):
-        nearest_real(np.zeros((32, 32), np.uint8), ds)
-
-
 def test_export_plan_tops_up_rare_cells_and_reads_back():
     from medgan_ui.gan.base import LabelSchema
     from medgan_ui.ui.browse_tab import cell_plan, cells_from_plan

@@ -147,6 +147,19 @@ def memorisation(fake: torch.Tensor, train: torch.Tensor, candidates: int = 10, 
             "method": f"max SSIM over the {k} pixel-L2 nearest training images"}
 
 
+def nearest_real(query: Any, train: torch.Tensor, k: int = 5) -> list[tuple[int, float, float]]:
+    """(index into train, RMSE in [0,1] units, SSIM) of the k training images closest to one synthetic
+    image (uint8 [H,W]), closest first: the per-image memorisation check shown in Browse."""
+    q = torch.as_tensor(np.asarray(query), dtype=torch.float32) / 255.0
+    x = train.float() / 255.0
+    if x.shape[-2:] != q.shape[-2:]:
+        raise ValueError(f"the synthetic image is {q.shape[-1]} px but the training images are {x.shape[-1]} px")
+    rmse = (x - q).pow(2).flatten(1).mean(1).sqrt()
+    top = torch.topk(rmse, min(k, len(train)), largest=False).indices
+    s = ssim(x[top].unsqueeze(1), q.expand(len(top), *q.shape).unsqueeze(1), data_range=1.0, reduction="none")
+    return [(int(i), float(rmse[i]), float(v)) for i, v in zip(top, s)]
+
+
 def per_class(ds_like_labels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     """Indices per class (each finding, and No Finding) from a multi-hot [N, F] array."""
     out = {"No Finding": np.flatnonzero(~ds_like_labels.any(axis=1))}

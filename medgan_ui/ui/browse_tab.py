@@ -1,9 +1,8 @@
 """Browse tab: pick a run and checkpoint, choose labels, look at generated images, check memorisation,
 export a synthetic set sized per label cell.
 
-Generation, loading and export are gan.sampling's; this module maps widgets to those calls. The one
-piece of arithmetic here, `nearest_real`, is the memorisation check: it ranks the run's training
-images by pixel RMSE to a synthetic image and scores the top ones with SSIM.
+Generation, loading and export are gan.sampling's, the memorisation check (nearest real training
+images of a synthetic one) is evaluate.gan_metrics.nearest_real; this module maps widgets to those calls.
 """
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
-import torch
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
@@ -50,20 +48,6 @@ def run_pool(ctx: AppContext, run_id: str) -> ImageSet:
     _POOL.clear()
     _POOL[run_id] = training_part(ds)
     return _POOL[run_id]
-
-
-def nearest_real(query: np.ndarray, pool: ImageSet, k: int = 5) -> list[tuple[int, float, float]]:
-    """(index into pool, RMSE in [0,1] units, SSIM) of the k closest training images, closest first."""
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
-
-    q = torch.as_tensor(np.asarray(query), dtype=torch.float32) / 255.0
-    x = pool.images.float() / 255.0
-    if x.shape[-1] != q.shape[-1]:
-        raise UserError(f"the run makes {q.shape[-1]} px images but its training data is {x.shape[-1]} px")
-    rmse = ((x - q).pow(2).flatten(1).mean(1)).sqrt()
-    top = torch.topk(rmse, min(k, len(pool)), largest=False).indices
-    s = ssim(x[top].unsqueeze(1), q.expand(len(top), *q.shape).unsqueeze(1), data_range=1.0, reduction="none")
-    return [(int(i), float(rmse[i]), float(v)) for i, v in zip(top, s)]
 
 
 def cell_plan(schema: Any, pool: ImageSet | None, target: int) -> pd.DataFrame:
@@ -213,7 +197,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
             raise UserError("generate some images first, then click one")
         i = int(evt.index if not isinstance(evt.index, (list, tuple)) else evt.index[0])
         pool = run_pool(ctx, run_id)
-        hits = nearest_real(state["images"][i], pool)
+        from medgan_ui.evaluate.gan_metrics import nearest_real
+
+        try:
+            hits = nearest_real(state["images"][i], pool.images)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         imgs = [state["images"][i]] + [pool.images[j].numpy() for j, _, _ in hits]
         caps = ["synthetic #%d" % (i + 1)] + [
             f"RMSE {d:.3f} · SSIM {s:.2f} · " + label_caption(pool.general_label(j), pool.finding_labels(j))
