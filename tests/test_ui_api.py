@@ -6,7 +6,6 @@ Bad input: every mistake gives a readable message (no traceback) and leaves no r
 from __future__ import annotations
 
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -17,36 +16,16 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from medgan_ui.ui.data_tab import SOURCES  # noqa: E402
+from _ui_fixtures import DEMO_N, running_app  # noqa: E402
 
-DEMO_N = 240  # the phantom's size in tests (the app's default is 2000)
 LABELS = ["F", "AP", "any", "any"]  # the four general-label dropdowns of the Browse tab
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    import torch
-
-    from medgan_ui.data import load as load_mod
-    from medgan_ui.ui.app import serve
-    from medgan_ui.ui.context import AppContext
-
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(load_mod, "DEMO_N", DEMO_N)
     ws = tmp_path_factory.mktemp("ws")
-    ctx = AppContext.create(ws)
-    demo = serve(ctx, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
-    client = Client(demo.local_url, verbose=False, download_files=str(ws / "downloads"))
-    yield ctx, client
-    ctx.jobs.shutdown(timeout=10)
-    demo.close()
-    mp.undo()
+    with running_app(ws) as (ctx, demo):
+        yield ctx, Client(demo.local_url, verbose=False, download_files=str(ws / "downloads"))
 
 
 def load_args(source: str, path: str = "", upload=None, size: int = 32) -> list:

@@ -7,7 +7,6 @@ combination in Browse and look up the nearest real images of one. Screenshots go
 from __future__ import annotations
 
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -16,36 +15,17 @@ import pytest
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-DEMO_N = 240
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian Chromium (/usr/bin/chromium) is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _ui_fixtures import DEMO_N, running_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    import torch
-
-    from medgan_ui.data import load as load_mod
-    from medgan_ui.ui.app import serve
-    from medgan_ui.ui.context import AppContext
-
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(load_mod, "DEMO_N", DEMO_N)
-    ctx = AppContext.create(tmp_path_factory.mktemp("ws"))
-    demo = serve(ctx, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo.local_url, ctx
-    ctx.jobs.shutdown(timeout=10)
-    demo.close()
-    mp.undo()
+    with running_app(tmp_path_factory.mktemp("ws")) as (ctx, demo):
+        yield demo.local_url, ctx
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import importlib.util
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +86,9 @@ def launch_options() -> dict[str, Any]:
 
 
 def _warm_imports() -> None:
-    """Import the heavy libraries of the first clicks (charts, SSIM) in the background at start-up."""
+    """Import the libraries of the first clicks (charts, SSIM) before serving. Not in a background
+    thread: a handler importing matplotlib.pyplot at the same moment got a partially initialised
+    module (Python's import-deadlock avoidance), which failed a click."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +100,7 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
           auth: list[tuple[str, str]] | None = None, share: bool = False,
           prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
     """Build and launch; with prevent_thread_lock the call returns at once (tests, benchmarks)."""
+    _warm_imports()
     demo = build_app(ctx)
     # several people may use one server: let events of different users run side by side
     demo.queue(default_concurrency_limit=8)
@@ -111,8 +113,6 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
         auth_message="MedGAN Studio: please sign in." if auth else None,
         **launch_options(),
     )
-    # after start-up, not during it: these imports would only slow the first page down
-    threading.Thread(target=_warm_imports, name="medgan-warm-imports", daemon=True).start()
     if importlib.util.find_spec("medgan_ui.study.api") is not None:
         # the reading screen loads case images from these routes (they check the reader's own token)
         importlib.import_module("medgan_ui.study.api").mount_study_routes(app, ctx.workspace)
