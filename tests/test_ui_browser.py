@@ -47,7 +47,9 @@ def shot(pg, name: str) -> None:
         for (let y = 0; y < document.body.scrollHeight; y += 600) { window.scrollTo(0, y); await new Promise(r => setTimeout(r, 60)); }
         window.scrollTo(0, 0);
     }""")
-    pg.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
+    # Images in a hidden tab (e.g. Data's preview after a reload) are lazy and never load: skip them.
+    pg.wait_for_function("Array.from(document.images).every(i => i.complete || !i.checkVisibility())",
+                         timeout=30_000)
     pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
