@@ -92,3 +92,80 @@ def test_other_bad_input(ws, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["sample", run_id, "--findings", "Pneumonia", "--workspace", ws]) == 2
     assert "Pneumonia" in capsys.readouterr().err
+
+
+def _first_run(ws, capsys) -> str:
+    main(["runs", "--json", "--workspace", ws])
+    lines = capsys.readouterr().out.splitlines()
+    if not lines:  # run alone (-k): train one first
+        assert _train(ws, "--steps", "3") == 0
+        capsys.readouterr()
+        return _first_run(ws, capsys)
+    return json.loads(lines[0])["run_id"]
+
+
+def test_sample_top_up_fills_every_cell(ws, capsys, tmp_path):
+    import csv
+    from collections import Counter
+    from pathlib import Path
+
+    from medgan_ui.data.load import load_dataset
+    from medgan_ui.data.readers.base import ReadOptions
+    from medgan_ui.gan.runs import training_part
+
+    run_id = _first_run(ws, capsys)
+    target = 11  # the demo's rarest cells (e.g. M, AP, Cardiomegaly) have fewer: a few images to generate
+    assert main(["sample", run_id, "--top-up", str(target), "--seed", "1", "--out", str(tmp_path / "synth"),
+                 "--workspace", ws]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["sex", "view", "finding", "real", "images", "to", "generate"]
+    end = next(i for i, line in enumerate(lines) if line.startswith("16 cells,"))
+    plan = {}
+    for line in lines[1:end]:
+        parts = line.split()
+        plan[(parts[0], parts[1], " ".join(parts[2:-2]))] = (int(parts[-2]), int(parts[-1]))
+    assert len(plan) == 2 * 2 * 4
+
+    # real counts, image by image from the run's data loaded independently
+    pool = training_part(load_dataset("demo", options=ReadOptions(size=16), workspace=None))
+    real = Counter()
+    for i in range(len(pool)):
+        g = pool.general_label(i)
+        for finding in pool.finding_labels(i) or ["No Finding"]:
+            real[(g["sex"], g["view"], finding)] += 1
+    assert {k: v[0] for k, v in plan.items()} == {k: real[k] for k in plan}
+    assert all(gen == max(0, target - r) for r, gen in plan.values())
+
+    folder = tmp_path / "synth" / lines[-1].split("/")[-1]
+    assert lines[-2].startswith(f"wrote {sum(g for _, g in plan.values())} synthetic images")
+    made = Counter((r["sex"], r["view"], r["Finding Labels"]) for r in csv.DictReader(open(folder / "labels.csv")))
+    assert made == Counter({k: gen for k, (_, gen) in plan.items() if gen})
+    assert len(list(folder.glob("*.png"))) == sum(made.values()) > 0
+    assert all(real[k] + made[k] >= target for k in plan)
+
+    assert main(["sample", run_id, "--top-up", "3", "--dicom", "--workspace", ws]) == 0
+    dcm = Path(capsys.readouterr().out.splitlines()[-1])
+    assert len(list(dcm.glob("*.dcm"))) == sum(max(0, 3 - r) for r in real.values()) > 0
+
+
+def test_sample_top_up_bad_input(ws, capsys, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    run_id = _first_run(ws, capsys)
+    for extra in (["--n", "4"], ["--general", "sex=F"], ["--findings", "Nodule"]):
+        assert main(["sample", run_id, "--top-up", "5", *extra, "--workspace", ws]) == 2
+        err = capsys.readouterr().err
+        assert "--top-up plans the labels and counts itself; drop " + extra[0] in err and "Traceback" not in err
+    assert main(["sample", run_id, "--top-up", "0", "--workspace", ws]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    # a run whose data has gone: the message says which data and what to do
+    copy = f"{run_id}-moved"
+    shutil.copytree(f"{ws}/runs/{run_id}", f"{ws}/runs/{copy}")
+    config = read_json(f"{ws}/runs/{copy}/config.json")
+    config["dataset"].update(source_root=str(tmp_path / "gone"), fingerprint="0" * 16)
+    (Path(ws) / "runs" / copy / "config.json").write_text(json.dumps(config))
+    assert main(["sample", copy, "--top-up", "5", "--workspace", ws]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'gone'} is not there any more" in err and "put it back" in err and "--n" in err
+    shutil.rmtree(f"{ws}/runs/{copy}")

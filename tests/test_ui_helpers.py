@@ -67,6 +67,8 @@ def test_export_plan_tops_up_rare_cells_and_reads_back():
     plan.loc[0, "to generate"] = -1
     with pytest.raises(UserError, match="negative"):
         cells_from_plan(plan, ["sex", "view"])
+    gone = cell_plan(LabelSchema.from_imageset(ds), None, target=2)  # data gone: real counts unknown
+    assert list(gone["real images"]) == ["?"] * 12 and list(gone["to generate"]) == [2] * 12
 
 
 def test_messages_are_plain_sentences():

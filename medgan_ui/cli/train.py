@@ -42,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sample", help="generate images from a trained run",
                        description="Write a synthetic set (PNG or DICOM + labels.csv + manifest.json).")
     s.add_argument("run_id")
-    s.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    s.add_argument("--n", type=int, default=None, help="number of images (default 16)")
     s.add_argument("--general", default="", help="general labels, e.g. sex=F,view=AP (unnamed ones are drawn at random)")
     s.add_argument("--findings", default="", help="findings, comma separated, e.g. Cardiomegaly (default: none)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="parent folder of the new set (default: <workspace>/synthetic)")
     s.add_argument("--dicom", action="store_true", help="DICOM Secondary Capture instead of PNG")
+    s.add_argument("--top-up", type=int, default=None, metavar="N",
+                   help="fill every general-label x finding cell of the run's training data up to N images "
+                        "(prints the plan; not with --general/--findings/--n)")
     s.add_argument("--checkpoint", default=None, help="checkpoint name, e.g. step_001000 (default: latest)")
     s.add_argument("--device", default="auto")
     add_workspace_arg(s)
@@ -162,16 +165,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = ws.run_dir(args.run_id)
     if not run_dir.is_dir():
         raise UserError(f"run {args.run_id!r} not found in {ws.runs}; list runs with `medgan runs`")
-    if args.n < 1:
-        raise UserError(f"--n must be at least 1 (got {args.n})")
+    if args.top_up is not None:
+        given = [flag for flag, value in (("--general", args.general), ("--findings", args.findings),
+                                          ("--n", args.n)) if value not in ("", None)]
+        if given:
+            raise UserError(f"--top-up plans the labels and counts itself; drop {'/'.join(given)} "
+                            f"(or drop --top-up to sample fixed labels)")
+        if args.top_up < 1:
+            raise UserError(f"--top-up must be at least 1 image per cell (got {args.top_up})")
+    n = 16 if args.n is None else args.n
+    if n < 1:
+        raise UserError(f"--n must be at least 1 (got {n})")
     run = load_run(run_dir, args.checkpoint, args.device)
-    general = parse_pairs(args.general, "--general")
-    findings = [f.strip() for f in args.findings.split(",") if f.strip() and f.strip() != "No Finding"]
     out = Path(args.out) if args.out else ws.synthetic
     export = export_dicom if args.dicom else export_png
-    folder = export(run, [(general, findings, args.n)], out, seed=args.seed)
+    if args.top_up is not None:
+        cells = _top_up_cells(ws, run, args.top_up)
+        if not cells:
+            print(f"every cell already has {args.top_up} or more real images; nothing to generate")
+            return 0
+    else:
+        general = parse_pairs(args.general, "--general")
+        findings = [f.strip() for f in args.findings.split(",") if f.strip() and f.strip() != "No Finding"]
+        cells = [(general, findings, n)]
+    folder = export(run, cells, out, seed=args.seed)
+    if args.top_up is not None:
+        print(f"wrote {sum(c[2] for c in cells):,} synthetic images in {len(cells)} cells (with labels.csv and "
+              f"manifest.json) to:")
     print(folder)
     return 0
+
+
+def _top_up_cells(ws, run, target: int) -> list:
+    """Print the top-up plan (cells, real images, to generate) and return its export cells."""
+    from medgan_ui.gan import topup
+
+    try:
+        pool = topup.run_training_images(ws, run.run_id)
+    except UserError as exc:
+        raise UserError(f"--top-up plans from the real images per cell, which cannot be loaded: {exc}. "
+                        f"Or sample fixed labels and counts with --general/--findings/--n instead") from None
+    rows = topup.cell_plan(run.schema, pool, target)
+    cols = topup.plan_columns(run.schema)
+    table = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    n_text = len(cols) - 2  # label columns left-aligned, counts right-aligned
+    for line in [cols, *table]:
+        print("  ".join(v.ljust(w) if i < n_text else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+    print(f"{len(rows)} cells, {sum(r[topup.TO_GENERATE] for r in rows):,} images to generate "
+          f"(real images of {len(pool):,} training images; one with two findings counts in both cells)")
+    return topup.cells_from_plan(rows, run.schema.general_names)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -6,7 +6,6 @@ images of a synthetic one) is evaluate.gan_metrics.nearest_real; this module map
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import gradio as gr
@@ -35,52 +34,33 @@ def trained_runs(ctx: AppContext) -> list[str]:
 
 
 def run_pool(ctx: AppContext, run_id: str) -> ImageSet:
-    """The training images of a run: the loaded dataset when it is the run's, else reloaded (cached)."""
-    from medgan_ui.gan.engine import reload_dataset
-    from medgan_ui.gan.runs import training_part
+    """The training images of a run (gan.topup.run_training_images), cached for the run being browsed."""
+    from medgan_ui.gan.topup import run_training_images
 
     if run_id in _POOL:
         return _POOL[run_id]
-    ref = read_json(ctx.run_dir(run_id) / "config.json").get("dataset", {})
-    ds = ctx.dataset
-    if ds is None or not ref.get("fingerprint") or ds.fingerprint != ref.get("fingerprint"):
-        ds = reload_dataset(ctx.workspace, ref)
+    ctx.run_dir(run_id)  # a bad or missing id -> a message saying what to pick
+    pool = run_training_images(ctx.workspace, run_id, ctx.dataset)
     _POOL.clear()
-    _POOL[run_id] = training_part(ds)
-    return _POOL[run_id]
+    _POOL[run_id] = pool
+    return pool
 
 
 def cell_plan(schema: Any, pool: ImageSet | None, target: int) -> pd.DataFrame:
-    """One row per general combination x finding: real training images and how many to generate so
-    each cell reaches `target` (the rare cells get the most)."""
-    combos = list(itertools.product(*(schema.general_values[n] for n in schema.general_names))) or [()]
-    rows = []
-    for combo in combos:
-        for finding in list(schema.findings) + ["No Finding"]:
-            real = None
-            if pool is not None:
-                mask = np.ones(len(pool), dtype=bool)
-                for g, (name, value) in enumerate(zip(schema.general_names, combo)):
-                    mask &= pool.general[:, g].numpy() == pool.general_values[name].index(value)
-                det = pool.detailed.numpy().astype(bool)[mask]
-                real = int((~det.any(1)).sum()) if finding == "No Finding" else int(det[:, pool.findings.index(finding)].sum())
-            rows.append([*combo, finding, real if real is not None else "?", max(0, target - (real or 0))])
-    return pd.DataFrame(rows, columns=[*schema.general_names, "finding", "real images", "to generate"])
+    """gan.topup.cell_plan as a table; '?' where the data is gone and real counts are unknown."""
+    from medgan_ui.gan import topup
+
+    rows = topup.cell_plan(schema, pool, target)
+    df = pd.DataFrame(rows, columns=topup.plan_columns(schema))
+    if pool is None:
+        df[topup.REAL] = "?"
+    return df
 
 
 def cells_from_plan(df: pd.DataFrame, general_names: list[str]) -> list[tuple[dict[str, str], list[str], int]]:
-    cells = []
-    for _, row in df.iterrows():
-        try:
-            n = int(float(row["to generate"]))
-        except (TypeError, ValueError):
-            raise UserError(f"'to generate' must be a whole number, got {row['to generate']!r}") from None
-        if n < 0:
-            raise UserError(f"'to generate' cannot be negative (row {row['finding']})")
-        if n:
-            finding = str(row["finding"])
-            cells.append(({g: str(row[g]) for g in general_names}, [] if finding == "No Finding" else [finding], n))
-    return cells
+    from medgan_ui.gan import topup
+
+    return topup.cells_from_plan(df.to_dict("records"), general_names)
 
 
 # ---- the tab -----------------------------------------------------------------------------------
