@@ -96,7 +96,7 @@ def read(net: Reader, images: torch.Tensor) -> torch.Tensor:
     return (net(_to_float(images)) > 0).float()
 
 
-def run_check(size: int = 32, n: int = 2000, steps: int = 2000, seed: int = 0, preset: str = "fast-cpu",
+def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, preset: str = "fast-cpu",
               per_combo: int = 64, reader_steps: int = 300, log: Callable[[str], None] = lambda s: None,
               **overrides: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -147,10 +147,10 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2000, seed: int = 0, p
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="fast-cpu")
-    ap.add_argument("--set", action="append", default=["stage1_fraction=0.7"], metavar="KEY=VALUE")
+    ap.add_argument("--set", action="append", default=["stage1_fraction=0.6"], metavar="KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a small net on a shared 2-core box: one thread avoids OpenMP spin contention
     over = dict(s.split("=", 1) for s in args.set)

@@ -1,6 +1,6 @@
 """GDGAN stage-1 train_step at the `paper` preset (64x64, batch 32) on the CPU: fp32 against bf16
-autocast, interleaved in one process. A lead for issue 3's CPU target: CPUs with avx512_bf16 or AMX
-run the big fully connected layers much faster in bf16; the engine autocasts only on CUDA so far.
+autocast, interleaved in one process. CPUs with avx512_bf16 or AMX run the big fully connected
+layers much faster in bf16, which is why the engine autocasts on them (medgan_ui/gan/device.py).
 
     python bench/cpu_bf16_step.py [--threads 1] [--rounds 3]
 """

@@ -3,8 +3,10 @@
 Prints one JSON line per result. Beside GDGAN stage 1 it times the same nets fed the reference
 code's way (seitalab/GDGAN.pytorch): a torch DataLoader over PNG files opened with PIL per image,
 4 workers, the generator run a second time for its own update, `.item()` on the losses every step,
-no EMA. The two are run in interleaved blocks in one process, so a busy shared machine slows both
-alike and the printed ratio stays fair.
+no EMA, fp32. The engine autocasts to bf16 where the hardware does bf16 natively (CUDA; CPUs with
+AVX512-BF16/AMX; `precision` says which); there the engine is also timed in fp32, so the ratio
+from the loop alone is printed too. The variants run in interleaved blocks in one process, so a busy
+shared machine slows all alike and the printed ratios stay fair.
 
     python bench/train_throughput.py            # all models, about 10 minutes on a 2-core CPU
     python bench/train_throughput.py --quick    # fewer steps, GDGAN stage 1 ratio + one line per model
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medgan_ui.data.phantom import demo_imageset  # noqa: E402
 from medgan_ui.gan.base import Batch, LabelSchema  # noqa: E402
 from medgan_ui.gan.config import make_configs  # noqa: E402
-from medgan_ui.gan.device import autocast, pick_device, uses_channels_last  # noqa: E402
+from medgan_ui.gan.device import autocast, pick_device, precision_name, uses_channels_last  # noqa: E402
 from medgan_ui.gan.feed import DeviceBatches  # noqa: E402
 from medgan_ui.gan.registry import build_model  # noqa: E402
 
@@ -86,14 +88,14 @@ class PNGFolder(torch.utils.data.Dataset):
         return x, self.general[i], self.detailed[i].float()
 
 
-def engine_block(model, feed: DeviceBatches, device, start: int, steps: int, log_every: int) -> float:
+def engine_block(model, feed: DeviceBatches, device, start: int, steps: int, log_every: int, amp: bool = True) -> float:
     """The engine's inner loop (medgan_ui/gan/engine.py): on-device batches, losses summed on the
     device, one host transfer per log window. Returns seconds."""
     sums: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
     for i in range(start, start + steps):
         batch = feed.next()
-        with autocast(device):
+        with autocast(device, amp):
             losses = model.train_step(batch, i)
         model.update_ema(i)
         for k, v in losses.items():
@@ -127,6 +129,9 @@ def measure_gdgan_stage1(ds, device, rounds: int, block: int, warmup: int) -> li
     ours = build_model("gdgan", mc, tc, schema, device)
     torch.manual_seed(0)
     ref = build_model("gdgan", mc, tc, schema, device)
+    mixed = precision_name(device) != "fp32"
+    torch.manual_seed(0)
+    ours32 = build_model("gdgan", mc, tc, schema, device) if mixed else None
     feed = DeviceBatches(ds, tc.batch_size, device, seed=0, channels_last=uses_channels_last(device))
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(ds.images.numpy()):
@@ -135,25 +140,35 @@ def measure_gdgan_stage1(ds, device, rounds: int, block: int, warmup: int) -> li
                                              shuffle=True, drop_last=True, num_workers=4, persistent_workers=True)
         batches = endless(loader)
         engine_block(ours, feed, device, 0, warmup, tc.log_every)
+        if mixed:
+            engine_block(ours32, feed, device, 0, warmup, tc.log_every, amp=False)
         reference_block(ref, batches, device, 0, warmup)
-        t_ours, t_ref, step = [], [], warmup
-        for _ in range(rounds):  # interleaved, so load from other processes hits both alike
+        t_ours, t_32, t_ref, step = [], [], [], warmup
+        for _ in range(rounds):  # interleaved, so load from other processes hits all alike
             t_ours.append(engine_block(ours, feed, device, step, block, tc.log_every))
+            if mixed:
+                t_32.append(engine_block(ours32, feed, device, step, block, tc.log_every, amp=False))
             t_ref.append(reference_block(ref, batches, device, step, block))
             step += block
         del batches, loader
     assert ours.stage == 1 and ref.stage == 1
-    ips_ours = [block * tc.batch_size / t for t in t_ours]
-    ips_ref = [block * tc.batch_size / t for t in t_ref]
+    ips = lambda ts: [block * tc.batch_size / t for t in ts]  # noqa: E731
+    ips_ours, ips_32, ips_ref = ips(t_ours), ips(t_32), ips(t_ref)
     common = {"bench": "train_throughput", "model": "gdgan", "stage": 1, "image_size": tc.image_size,
               "batch": tc.batch_size, "device": str(device), "threads": torch.get_num_threads(),
               "steps": rounds * block}
-    return [
-        {**common, "variant": "engine", "img_per_s": statistics.median(ips_ours), "all_img_per_s": ips_ours},
-        {**common, "variant": "reference-way", "img_per_s": statistics.median(ips_ref), "all_img_per_s": ips_ref},
-        {"bench": "train_throughput", "model": "gdgan", "stage": 1, "device": str(device),
-         "ratio_engine_over_reference": statistics.median(a / b for a, b in zip(ips_ours, ips_ref))},
-    ]
+    lines = [{**common, "variant": "engine", "precision": precision_name(device),
+              "img_per_s": statistics.median(ips_ours), "all_img_per_s": ips_ours}]
+    if mixed:
+        lines.append({**common, "variant": "engine", "precision": "fp32", "img_per_s": statistics.median(ips_32),
+                      "all_img_per_s": ips_32})
+    lines.append({**common, "variant": "reference-way", "precision": "fp32", "img_per_s": statistics.median(ips_ref),
+                  "all_img_per_s": ips_ref})
+    ratio = {"bench": "train_throughput", "model": "gdgan", "stage": 1, "device": str(device),
+             "ratio_engine_over_reference": statistics.median(a / b for a, b in zip(ips_ours, ips_ref))}
+    if mixed:
+        ratio["ratio_engine_fp32_over_reference"] = statistics.median(a / b for a, b in zip(ips_32, ips_ref))
+    return lines + [ratio]
 
 
 def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | None = None) -> dict:
@@ -181,7 +196,8 @@ def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | N
         mem = rss.mb
     return {"bench": "train_throughput", "model": kind, "variant": "engine", "stage": getattr(model, "stage", None),
             "image_size": tc.image_size, "batch": tc.batch_size, "device": str(device),
-            "threads": torch.get_num_threads(), "steps": steps, "img_per_s": steps * tc.batch_size / dt,
+            "threads": torch.get_num_threads(), "precision": precision_name(device), "steps": steps,
+            "img_per_s": steps * tc.batch_size / dt,
             "step_ms": 1000 * dt / steps, "peak_mem_mb": round(mem, 1),
             "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "RSS above start"}
 

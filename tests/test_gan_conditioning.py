@@ -1,6 +1,6 @@
 """Conditioning works, not only the losses: see bench/conditioning_check.py for the method.
 
-After a short CPU run of GDGAN on the demo phantom (32x32, fast-cpu widths, 2000 steps), a CNN trained on real
+After a short CPU run of GDGAN on the demo phantom (32x32, fast-cpu widths, 2400 steps), a CNN trained on real
 phantom images reads the requested sex and view from generated stage-1 images, and images generated
 with Cardiomegaly requested measure a larger cardiothoracic ratio than the same noise without it.
 """
@@ -23,8 +23,9 @@ def test_gdgan_conditioning_on_demo_phantom():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # stage 1 gets 70 % of the steps: sex (a soft-tissue cue) needs ~1000 stage-1 steps at 32x32
-        r = mod.run_check(size=32, steps=2000, seed=0, preset="fast-cpu", stage1_fraction=0.7)
+        # sex (a soft-tissue cue) needs ~1000 stage-1 steps at 32x32; Cardiomegaly needs the ~1000
+        # stage-2 steps: with 600 it was learnt for 3 of 4 seeds (bf16 autocast, seeds 0-3)
+        r = mod.run_check(size=32, steps=2400, seed=0, preset="fast-cpu", stage1_fraction=0.6)
     finally:
         torch.set_num_threads(threads)
     print(r)

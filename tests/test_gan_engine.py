@@ -12,7 +12,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan import engine
 from medgan_ui.gan.config import make_configs
-from medgan_ui.gan.device import pick_device
+from medgan_ui.gan.device import amp_dtype, autocast, cpu_has_native_bf16, pick_device, precision_name
 from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.grid import default_cells
 from medgan_ui.gan.base import LabelSchema
@@ -47,6 +47,7 @@ def test_train_writes_metrics_grids_checkpoints_and_events(tmp_path, demo):
         assert {"step", "stage", "losses", "img_per_s", "step_time_s", "time", "elapsed_s"} <= set(ln)
         assert "gp" in ln["losses"] and all(isinstance(v, float) for v in ln["losses"].values())
         assert ln["img_per_s"] > 0
+        assert ln["device"] == "cpu" and ln["precision"] == precision_name(torch.device("cpu"))
     assert {ln["stage"] for ln in lines} == {1, 2}  # GDGAN's two stages share the step budget
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["latest.png", "step_000003.png", "step_000006.png"]
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000006.pt"
@@ -153,6 +154,20 @@ def test_device_choice():
             pick_device("cuda")
     with pytest.raises(UserError, match="unknown device"):
         pick_device("tpu")
+
+
+def test_mixed_precision_only_where_native():
+    """bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere or when off."""
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, enabled=False) is None and precision_name(cpu, False) == "fp32"
+    assert amp_dtype(torch.device("mps")) is None
+    assert amp_dtype(torch.device("cuda")) is torch.bfloat16
+    native = cpu_has_native_bf16()
+    assert amp_dtype(cpu) is (torch.bfloat16 if native else None)
+    lin = torch.nn.Linear(8, 4)
+    with autocast(cpu):
+        out = lin(torch.randn(2, 8))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
 
 
 def test_device_batches_are_seeded_and_resumable(demo):

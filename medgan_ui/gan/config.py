@@ -32,7 +32,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     device: str = "auto"  # auto = CUDA, then MPS, then CPU
-    amp: bool = True  # bf16 autocast, applied by the engine on GPU only
+    amp: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (gan/device.py)
     channels_last: bool = True  # GPU only
     ema_decay: float = 0.999  # EMA copy of every generator, used for sampling
     augment: str = "none"  # limited-data option: none | diffaug | ada

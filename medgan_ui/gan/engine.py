@@ -25,8 +25,8 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.gan import checkpoint as ckpt
 from medgan_ui.gan.base import LabelSchema
-from medgan_ui.gan.device import (Dist, autocast, average_gradients_before_step, broadcast_module, fork_rng,
-                                  init_distributed, uses_channels_last)
+from medgan_ui.gan.device import (autocast, average_gradients_before_step, broadcast_module, fork_rng,
+                                  init_distributed, precision_name, uses_channels_last)
 from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.grid import FixedGrid, default_cells, save_png
 from medgan_ui.gan.runs import (append_metrics, config_dict, configs_from_dict, model_kind, read_status,
@@ -70,6 +70,7 @@ class Trainer:
             state = ckpt.load(ckpt.resolve(run_dir / "checkpoints", checkpoint))
         self.dist, self.device = init_distributed(train_cfg.device)
         self.amp = bool(getattr(train_cfg, "amp", True))
+        self.precision = precision_name(self.device, self.amp)  # logged, so a run says what it ran in
         self.schema = LabelSchema.from_imageset(dataset)
         train_ds = training_part(dataset)
         self.total = int(train_cfg.steps)
@@ -204,7 +205,8 @@ class Trainer:
                 imgs = window_steps * self.feed.batch_size * self.dist.world
                 line = {"step": step, "stage": _plain_stage(getattr(self.model, "stage", None)),
                         "losses": means, "img_per_s": imgs / dt if dt > 0 else None,
-                        "step_time_s": dt / window_steps, "elapsed_s": round(self.elapsed, 3), "time": now_iso()}
+                        "step_time_s": dt / window_steps, "elapsed_s": round(self.elapsed, 3), "time": now_iso(),
+                        "device": self.device.type, "precision": self.precision}
                 sums, counts, window_start, window_steps = {}, {}, now, 0
                 grid_path = self._write_grid() if (step % sample_every == 0 or step == self.total or stop) else None
                 saved = self._save_checkpoint() if (step % ckpt_every == 0 or step == self.total or stop) else None

@@ -27,7 +27,10 @@ def describe_device() -> str:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return "GPU: Apple MPS"
-    return f"CPU ({os.cpu_count() or 1} cores; no GPU found, so use a small preset such as fast-cpu)"
+    from medgan_ui.gan.device import cpu_has_native_bf16
+
+    bf16 = ", bf16" if cpu_has_native_bf16() else ""
+    return f"CPU ({os.cpu_count() or 1} cores{bf16}; no GPU found, so use a small preset such as fast-cpu)"
 
 
 @dataclass
