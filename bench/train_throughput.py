@@ -197,7 +197,7 @@ def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | N
     return {"bench": "train_throughput", "model": kind, "variant": "engine", "stage": getattr(model, "stage", None),
             "image_size": tc.image_size, "batch": tc.batch_size, "device": str(device),
             "threads": torch.get_num_threads(), "precision": precision_name(device), "steps": steps,
-            "img_per_s": steps * tc.batch_size / dt,
+            "img_per_s": steps * model.images_per_step(tc.batch_size) / dt,
             "step_ms": 1000 * dt / steps, "peak_mem_mb": round(mem, 1),
             "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "RSS above start"}
 

@@ -226,6 +226,7 @@ def test_dcgan_per_class_routing_and_empty_classes():
     m = build_model("dcgan", mc, tc, SCHEMA, torch.device("cpu"))
     m.bind_data(empty)  # default classes: an empty one is skipped, not fatal
     assert m.untrained_classes == ["Nodule"]
+    assert m.images_per_step(8) == 3 * 8  # img/s counts every trained class's batch
     m.train_step(batch(0), 0)
     tc, mc = make_configs("dcgan", "tiny", image_size=S, classes=["Pneumonia"])
     with pytest.raises(UserError, match="Pneumonia"):

@@ -202,7 +202,7 @@ class Trainer:
                     message = (f"training diverged at step {step}: loss {', '.join(bad)} is not finite "
                                f"(last good checkpoint: {last}); resume from it with a lower learning rate")
                     break
-                imgs = window_steps * self.feed.batch_size * self.dist.world
+                imgs = window_steps * self.model.images_per_step(self.feed.batch_size) * self.dist.world
                 line = {"step": step, "stage": _plain_stage(getattr(self.model, "stage", None)),
                         "losses": means, "img_per_s": imgs / dt if dt > 0 else None,
                         "step_time_s": dt / window_steps, "elapsed_s": round(self.elapsed, 3), "time": now_iso(),

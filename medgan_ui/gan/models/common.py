@@ -101,6 +101,10 @@ class GANFamily:
         loss.backward()
         opt.step()
 
+    def images_per_step(self, batch_size: int) -> int:
+        """Real images one train_step consumes (for img/s); per-class models use several batches."""
+        return batch_size
+
     def gen_net(self, name: str, ema: bool) -> nn.Module:
         return self.nets[name + "_ema"] if ema else self.nets[name]
 

@@ -64,12 +64,18 @@ class DCGANPerClass(GANFamily):
                             f"(images per class: {counts}); drop them from 'classes'")
         if len(empty) == len(self.classes):
             raise UserError(f"none of the DCGAN classes {self.classes} has a training image")
-        self._images, self._rows, self.untrained_classes = ds.images, rows, empty
+        # held on the training device once (uint8), so a step's per-class batches need no host copy
+        self._images = ds.images.to(self.device)
+        self._rows = [r.to(self.device) for r in rows]
+        self.untrained_classes = empty
+
+    def images_per_step(self, batch_size: int) -> int:
+        return batch_size * sum(1 for r in self._rows if r.numel()) if self._rows else batch_size
 
     def _class_batch(self, i: int, n: int) -> torch.Tensor:
         rows = self._rows[i]
-        pick = rows[torch.randint(rows.numel(), (n,))]
-        x = self._images[pick].to(self.device, non_blocking=True).unsqueeze(1).float()
+        pick = rows[torch.randint(rows.numel(), (n,)).to(rows.device)]
+        x = self._images[pick].unsqueeze(1).float()
         return x.mul_(2.0 / 255.0).sub_(1.0)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
