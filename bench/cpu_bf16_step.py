@@ -1,8 +1,8 @@
-"""GDGAN stage-1 train_step at the `paper` preset (64x64, batch 32) on the CPU: fp32 against bf16
-autocast, interleaved in one process. CPUs with avx512_bf16 or AMX run the big fully connected
+"""One train_step at the `paper` preset (64x64) on the CPU, fp32 against bf16 autocast, interleaved
+in one process: GDGAN stage 1 by default, ACGAN and DCGAN per class on request. CPUs with avx512_bf16 or AMX run the big fully connected
 layers much faster in bf16, which is why the engine autocasts on them (medgan_ui/gan/device.py).
 
-    python bench/cpu_bf16_step.py [--threads 1] [--rounds 3]
+    python bench/cpu_bf16_step.py [--threads 1] [--rounds 3] [--models gdgan,acgan,dcgan]
 """
 import argparse
 import json
@@ -10,7 +10,9 @@ import time
 
 import torch
 
+from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.gan.base import Batch, LabelSchema
+from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.config import make_configs
 from medgan_ui.gan.registry import build_model
 
@@ -30,20 +32,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--models", default="gdgan", help="comma list of gdgan, acgan, dcgan (pggan: see train_throughput)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    tc, mc = make_configs("gdgan", "paper")
-    schema = LabelSchema(["sex", "view"], {"sex": ["F", "M"], "view": ["AP", "PA"]}, ["Cardiomegaly"], 64)
-    model = build_model("gdgan", mc, tc, schema, torch.device("cpu"))
-    b = tc.batch_size
-    batch = Batch(torch.rand(b, 1, 64, 64) * 2 - 1, torch.randint(0, 2, (b, 2)), torch.zeros(b, 1))
-    median_step_s(model, batch, False, 2), median_step_s(model, batch, True, 2)  # warm-up
-    for r in range(args.rounds):
-        fp32, bf16 = median_step_s(model, batch, False, 6), median_step_s(model, batch, True, 6)
-        print(json.dumps({"bench": "cpu_bf16_step", "round": r, "threads": args.threads, "batch": b,
-                          "fp32_img_s": round(b / fp32, 1), "bf16_img_s": round(b / bf16, 1),
-                          "speedup": round(fp32 / bf16, 2)}), flush=True)
-
+    ds = demo_imageset(n=256, size=64, seed=0)
+    schema = LabelSchema.from_imageset(ds)
+    for kind in [k for k in args.models.split(",") if k]:
+        tc, mc = make_configs(kind, "paper")
+        model = build_model(kind, mc, tc, schema, torch.device("cpu"))
+        if hasattr(model, "bind_data"):
+            model.bind_data(ds)
+        b = tc.batch_size
+        batch = DeviceBatches(ds, b, torch.device("cpu"), seed=0).next()
+        per_step = model.images_per_step(b)
+        n = 6 if kind == "gdgan" else 3
+        median_step_s(model, batch, False, 1), median_step_s(model, batch, True, 1)  # warm-up
+        for r in range(args.rounds):
+            fp32, bf16 = median_step_s(model, batch, False, n), median_step_s(model, batch, True, n)
+            print(json.dumps({"bench": "cpu_bf16_step", "model": kind, "round": r, "threads": args.threads,
+                              "batch": b, "fp32_img_s": round(per_step / fp32, 1),
+                              "bf16_img_s": round(per_step / bf16, 1), "speedup": round(fp32 / bf16, 2)}), flush=True)
 
 if __name__ == "__main__":
     main()
