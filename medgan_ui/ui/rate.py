@@ -130,7 +130,8 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
     from medgan_ui.ui import study_admin
 
     store = StudyStore(workspace.studies_db)
-    reader = ReaderHandlers(store)
+    # relative image URLs: they still resolve when a reverse proxy serves the app under a path prefix
+    reader = ReaderHandlers(store, prefix=PREFIX.lstrip("/"))
     gr.HTML(f"<style>{CSS}</style>", js_on_load=KEYS_JS, padding=False)
     token = gr.State(None)
     case_id = gr.State(None)
