@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch
 from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.gan import checkpoint as ck
+from medgan_ui.gan import device as device_mod
 from medgan_ui.gan import engine
 from medgan_ui.gan.config import make_configs
 from medgan_ui.gan.device import amp_dtype, autocast, cpu_has_native_bf16, pick_device, precision_name
@@ -156,12 +156,16 @@ def test_device_choice():
         pick_device("tpu")
 
 
-def test_mixed_precision_only_where_native():
-    """bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere or when off."""
+def test_mixed_precision_only_where_native(monkeypatch):
+    """bf16 autocast on GPUs and CPUs with native bf16 (Ampere+; AVX512-BF16/AMX); fp32 elsewhere or when off."""
     cpu = torch.device("cpu")
     assert amp_dtype(cpu, enabled=False) is None and precision_name(cpu, False) == "fp32"
     assert amp_dtype(torch.device("mps")) is None
+    monkeypatch.setattr(device_mod, "cuda_has_native_bf16", lambda: True)
     assert amp_dtype(torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(device_mod, "cuda_has_native_bf16", lambda: False)  # e.g. a V100
+    assert amp_dtype(torch.device("cuda")) is None
+    monkeypatch.undo()
     native = cpu_has_native_bf16()
     assert amp_dtype(cpu) is (torch.bfloat16 if native else None)
     lin = torch.nn.Linear(8, 4)

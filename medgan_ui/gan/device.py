@@ -58,12 +58,21 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_has_native_bf16() -> bool:
+    """Ampere and newer; older GPUs (V100, T4) would emulate bf16, slower than fp32."""
+    try:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    except (RuntimeError, TypeError, AssertionError):
+        return False
+
+
 def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """bf16 where the hardware computes it natively (CUDA; CPUs with AVX512-BF16/AMX), else None
-    (fp32). MPS autocast is partial, so MPS stays fp32."""
+    """bf16 where the hardware computes it natively (Ampere+ GPUs; CPUs with AVX512-BF16/AMX), else
+    None (fp32). MPS autocast is partial, so MPS stays fp32."""
     if not enabled:
         return None
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+    if (device.type == "cuda" and cuda_has_native_bf16()) or (device.type == "cpu" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
 
