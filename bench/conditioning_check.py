@@ -13,7 +13,7 @@ reference's `over-chest-xray` variant). Everything else is the product path: eng
 sampling.load_run / generate.
 
     python bench/conditioning_check.py            # prints one JSON line
-    python bench/conditioning_check.py --steps 3000 --size 64 --set g2_mse=0.5
+    python bench/conditioning_check.py --seed 1 --set amp=false     # fp32 instead of bf16 autocast
 """
 from __future__ import annotations
 
