@@ -68,10 +68,10 @@ def progress_html(job: dict | None) -> str:
 
 
 def show_experiment(ctx: Any, exp_id: str | None):
+    """(table, interactive ROC rows, ROC figure, confusion figure, notes) for one experiment."""
     from medgan_ui.evaluate.plots import confusion_figure, roc_figure
     from medgan_ui.evaluate.results import load_results, roc_long, table_rows
 
-    """(table, interactive ROC rows, ROC figure, confusion figure, notes) for one experiment."""
     if not exp_id:
         return (pd.DataFrame(columns=["target", "strategy", *TABLE_NAMES.values()]),
                 pd.DataFrame(columns=["strategy", "fpr", "tpr"]), None, None, "")
