@@ -12,7 +12,7 @@ import gzip
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -49,20 +49,18 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, "r", encoding="utf-8-sig", newline="")
 
 
-def delimiter(path: Path) -> str:
-    """',' unless the header line has more ';' or tabs (European Excel exports use ';')."""
-    try:
-        with open_text(path) as fh:
-            first = fh.readline()
-    except (OSError, UnicodeDecodeError):
-        return ","
-    return max((",", ";", "\t"), key=first.count)
+def csv_reader(fh: io.TextIOBase) -> Iterator[list[str]]:
+    """csv.reader over an open table; the delimiter is ',' unless the header line has more ';' or
+    tabs (European Excel exports use ';'). Peeks at the header and rewinds: no second open."""
+    first = fh.readline()
+    fh.seek(0)
+    return csv.reader(fh, delimiter=max((",", ";", "\t"), key=first.count))
 
 
 def read_header(path: Path) -> list[str]:
     try:
         with open_text(path) as fh:
-            return [c.strip() for c in next(csv.reader(fh, delimiter=delimiter(path)), [])]
+            return [c.strip() for c in next(csv_reader(fh), [])]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read labels CSV {path}: {exc}") from None
 
@@ -71,7 +69,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows (dicts of stripped strings). Whole-file: only for small user tables."""
     try:
         with open_text(path) as fh:
-            reader = csv.reader(fh, delimiter=delimiter(path))
+            reader = csv_reader(fh)
             header = [c.strip() for c in next(reader, [])]
             rows = [{h: v.strip() for h, v in zip(header, row)} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -215,7 +213,7 @@ def read_table_folder(root: Path, csv_path: Path, spec: TableSpec, opts: ReadOpt
     repeated_rows = 0
     try:
         with open_text(csv_path) as fh:
-            reader = csv.reader(fh, delimiter=delimiter(csv_path))
+            reader = csv_reader(fh)
             next(reader)
             for row in reader:
                 entry = row[key].strip() if len(row) > key else ""
