@@ -309,21 +309,25 @@ def create_run(workspace: Workspace, dataset: ImageSet, train_cfg, model_cfg) ->
     return run_id
 
 
-def reload_dataset(workspace: Workspace, ref: dict[str, Any]) -> ImageSet:
-    """Load a run's data again from the source recorded in config.json (cached loads are instant)."""
+def reload_dataset(workspace: Workspace, run_id: str, ref: dict[str, Any], purpose: str = "to resume it") -> ImageSet:
+    """Load run_id's data again from the source recorded in config.json (cached loads are instant);
+    `purpose` ends the message when the data cannot be had."""
     from medgan_ui.data.load import load_dataset
     from medgan_ui.data.readers.base import ReadOptions
 
+    config_path = workspace.run_dir(run_id) / "config.json"
     source = ref.get("source_root")
     if not source:
-        raise UserError("the run does not record where its data came from, so it cannot be resumed from the CLI")
+        raise UserError(f"run {run_id} does not record where its training data came from "
+                        f"({config_path} has no dataset.source_root), so it cannot be loaded {purpose}")
     opts = dict(ref.get("options") or {"size": int(ref["size"])})
     if opts.get("window") is not None:
         opts["window"] = tuple(opts["window"])
     split = ref.get("split_params") or {}
     kwargs = {"stratify": split["stratify"], "split_seed": split["seed"], "fractions": split["fractions"]} if split else {}
     if source != "demo" and not Path(source).exists():
-        raise UserError(f"the run's data {source} is not there any more; it is needed to resume")
+        raise UserError(f"run {run_id}'s training data {source} is not there any more; put it back at that "
+                        f"path (recorded in {config_path}) {purpose}")
     return load_dataset(source, format=None if source == "demo" else ref.get("format"), options=ReadOptions(**opts),
                         workspace=workspace, **kwargs)
 
@@ -345,7 +349,7 @@ def resume_run(workspace: Workspace, run_id: str, *, dataset: ImageSet | None = 
         if is_main_process():
             atomic_write_json(run_dir / "config.json", config)
     if dataset is None:
-        dataset = reload_dataset(workspace, config.get("dataset", {}))
+        dataset = reload_dataset(workspace, run_id, config.get("dataset", {}))
     want = config.get("dataset", {}).get("fingerprint")
     if want and dataset.fingerprint and want != dataset.fingerprint:
         raise UserError(f"the data given has fingerprint {dataset.fingerprint}, but run {run_id} trained on "

@@ -7,7 +7,6 @@ The plan is plain rows (dicts) so the UI can show and edit it as a table and the
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,15 +38,7 @@ def run_training_images(workspace: Workspace, run_id: str, dataset: ImageSet | N
     ref = read_json(config_path).get("dataset", {})
     want = ref.get("fingerprint")
     if dataset is None or not want or dataset.fingerprint != want:
-        source = ref.get("source_root")
-        # checked here so the message speaks of this run's data, not of resuming it
-        if not source:
-            raise UserError(f"run {run_id} does not record where its training data came from "
-                            f"({config_path} has no dataset.source_root), so its real images cannot be loaded")
-        if source != "demo" and not Path(source).exists():
-            raise UserError(f"run {run_id}'s training data {source} is not there any more; put it back at that "
-                            f"path (recorded in {config_path}) to count or compare with its real images")
-        dataset = reload_dataset(workspace, ref)
+        dataset = reload_dataset(workspace, run_id, ref, purpose="to count or compare with its real images")
     return training_part(dataset)
 
 
