@@ -37,6 +37,11 @@ def class_counts(labels: torch.Tensor | np.ndarray, classes: Sequence[int] | Non
     return np.append(y.sum(0), (~y.any(1)).sum()).astype(np.int64)
 
 
+def _pools(y: np.ndarray) -> list[np.ndarray]:
+    """Image indices per class (columns of the boolean y), then of "no finding"; their sizes are class_counts."""
+    return [np.flatnonzero(y[:, i]) for i in range(y.shape[1])] + [np.flatnonzero(~y.any(1))]
+
+
 def _name(i: int, cls: list[int], names: Sequence[str] | None) -> str:
     if i == len(cls):
         return "no finding"
@@ -54,13 +59,13 @@ def undersample_indices(
     Result: (len(classes) + 1) * min-count indices (an image with two findings can be drawn for both,
     as in the reference). Raises UserError when some class has no image (min-count would be 0)."""
     y, cls = _labels(labels, classes)
-    counts = class_counts(labels, classes)
+    pools = _pools(y)
+    counts = np.array([len(pool) for pool in pools])
     m = int(counts.min())
     if m == 0:
         empty = _name(int(np.argmin(counts)), cls, names)
         raise UserError(f"cannot undersample: {empty!r} has no images in this set, so every class would get 0")
     rng = np.random.default_rng(seed)
-    pools = [np.flatnonzero(y[:, i]) for i in range(len(cls))] + [np.flatnonzero(~y.any(1))]
     return np.concatenate([rng.choice(pool, m, replace=False) for pool in pools])
 
 
@@ -75,16 +80,15 @@ def oversample_indices(
     The reference assumes "no finding" is the largest class and tops up only the findings; if it is
     not, it is topped up the same way here instead of failing the reference's assertion."""
     y, cls = _labels(labels, classes)
-    counts = class_counts(labels, classes)
-    top = int(counts.max())
+    pools = _pools(y)
+    top = max(len(pool) for pool in pools)
     rng = np.random.default_rng(seed)
-    pools = [np.flatnonzero(y[:, i]) for i in range(len(cls))] + [np.flatnonzero(~y.any(1))]
     extra = []
-    for i, (pool, c) in enumerate(zip(pools, counts)):
-        if top - c > 0:
+    for i, pool in enumerate(pools):
+        if top - len(pool) > 0:
             if len(pool) == 0:
                 raise UserError(f"cannot oversample: {_name(i, cls, names)!r} has no images to draw copies from")
-            extra.append(rng.choice(pool, top - int(c), replace=True))
+            extra.append(rng.choice(pool, top - len(pool), replace=True))
     return np.concatenate([np.arange(len(y))] + extra)
 
 
