@@ -6,6 +6,7 @@ general x detailed labels, the split summary and the list of skipped files.
 """
 from __future__ import annotations
 
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -180,13 +181,15 @@ def summary(ds: ImageSet) -> str:
             f"General labels: {general}.  \nFindings: {', '.join(ds.findings) or 'none'}.")
 
 
-_VIEW: dict[int, tuple] = {}  # id(ImageSet) -> its view: a page reload must not redraw the chart
+# the view of the last set shown: a page reload must not redraw the chart. Held by weak reference,
+# not id(): a new set may reuse a freed set's id and would get its stale view
+_VIEW: dict[str, Any] = {"ds": lambda: None, "view": None}
 
 
 def dataset_view(ds: ImageSet | None) -> tuple:
     """Values for: summary, preview, counts, chart, split, skipped note, skipped table (cached per set)."""
-    if ds is not None and id(ds) in _VIEW:
-        return _VIEW[id(ds)]
+    if ds is not None and _VIEW["ds"]() is ds:
+        return _VIEW["view"]
     if ds is None:
         empty = pd.DataFrame()
         return ("No dataset loaded yet: choose a source above and press **Load dataset**.", [], empty, None, "", "",
@@ -197,8 +200,7 @@ def dataset_view(ds: ImageSet | None) -> tuple:
     df, note = skipped_table(ds)
     view = (summary(ds), gallery_items(images, captions, px=128), counts_table(ds), counts_chart(ds),
             split_summary(ds), note, gr.update(value=df, visible=len(df) > 0))
-    _VIEW.clear()  # one dataset is loaded at a time
-    _VIEW[id(ds)] = view
+    _VIEW.update(ds=weakref.ref(ds), view=view)  # one dataset is loaded at a time
     return view
 
 
