@@ -63,3 +63,14 @@ def cyclic_codes(schema: LabelSchema, n: int, device: torch.device) -> torch.Ten
     patterns = patterns[1:] + patterns[:1]
     rows = [patterns[i % len(patterns)] for i in range(n)]
     return torch.tensor(rows, dtype=torch.long, device=device).reshape(n, g)
+
+
+def condition_vector(genc: GeneralEncoder | None, general: torch.Tensor, detailed: torch.Tensor,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one-net conditioning of ACGAN and PGGAN: multi-hot findings, then (with an encoder) the
+    encoded general labels; returns (vector, known-mask), the mask None without an encoder (all known)."""
+    y = detailed.to(device).float()
+    if genc is None:
+        return y, None
+    g, m = genc(general.to(device))
+    return torch.cat([y, g], dim=1), torch.cat([torch.ones_like(y), m], dim=1)

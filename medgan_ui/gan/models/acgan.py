@@ -16,7 +16,7 @@ import torch
 
 from medgan_ui.gan.base import Batch, LabelSchema
 from medgan_ui.gan.config import ACGANConfig, TrainConfig
-from medgan_ui.gan.labels import GeneralEncoder
+from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import masked_bce, nonsat_d, nonsat_g
 from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
@@ -35,21 +35,13 @@ class ACGAN(GANFamily):
         self.optimizers["g"] = make_adam(self.nets["g"].parameters(), cfg.lr_g, cfg.betas, self.device)
         self.optimizers["d"] = make_adam(self.nets["d"].parameters(), cfg.lr_d, cfg.betas, self.device)
 
-    def condition(self, general: torch.Tensor, detailed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(condition vector, known-mask or None)."""
-        y = detailed.to(self.device).float()
-        if self.genc is None:
-            return y, None
-        g, m = self.genc(general.to(self.device))
-        return torch.cat([y, g], dim=1), torch.cat([torch.ones_like(y), m], dim=1)
-
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         cfg, aug = self.cfg, self.augment
         g, d = self.nets["g"], self.nets["d"]
         g.train()
         d.train()
         real = batch.images
-        y, mask = self.condition(batch.general, batch.detailed)
+        y, mask = condition_vector(self.genc, batch.general, batch.detailed, self.device)
         fake = g(self.noise(real.shape[0]), y)
         d_real, c_real = d(aug(real))
         d_fake, c_fake = d(aug(fake.detach()))
@@ -71,7 +63,7 @@ class ACGAN(GANFamily):
         return out
 
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True) -> dict[str, torch.Tensor]:
-        y, _ = self.condition(general, detailed)
+        y, _ = condition_vector(self.genc, general, detailed, self.device)
         g = self.gen_net("g", ema)
         with eval_mode(g):
             return {"images": g(z.to(self.device), y)}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from medgan_ui.gan.base import Batch, LabelSchema
 from medgan_ui.gan.config import PGGANConfig, TrainConfig
-from medgan_ui.gan.labels import GeneralEncoder
+from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import gradient_penalty, masked_bce
 from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
 from medgan_ui.gan.nets.pggan import PGDiscriminator, PGGenerator, resolutions
@@ -55,11 +55,6 @@ class PGGAN(GANFamily):
         self.level, self.alpha = self.schedule(step)
         self.stage = self.res[self.level]
 
-    def condition(self, general: torch.Tensor, detailed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = detailed.to(self.device).float()
-        g, m = self.genc(general.to(self.device))
-        return torch.cat([y, g], dim=1), torch.cat([torch.ones_like(y), m], dim=1)
-
     def real_at_level(self, x: torch.Tensor) -> torch.Tensor:
         res = self.res[self.level]
         if x.shape[-1] != res:
@@ -76,7 +71,7 @@ class PGGAN(GANFamily):
         g, d = self.nets["g"], self.nets["d"]
         g.train()
         d.train()
-        y, mask = self.condition(batch.general, batch.detailed)
+        y, mask = condition_vector(self.genc, batch.general, batch.detailed, self.device)
         real = self.real_at_level(batch.images.float())
         update_g = (step + 1) % cfg.n_critic == 0
         z = self.noise(real.shape[0])
@@ -111,7 +106,7 @@ class PGGAN(GANFamily):
 
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True) -> dict[str, torch.Tensor]:
         """Images at the current resolution, nearest-upscaled to image_size, clamped to [-1, 1]."""
-        y, _ = self.condition(general, detailed)
+        y, _ = condition_vector(self.genc, general, detailed, self.device)
         g = self.gen_net("g", ema)
         with eval_mode(g):
             x = g(z.to(self.device), y, self.level, self.alpha).float()
