@@ -19,7 +19,7 @@ import numpy as np
 
 from medgan_ui.data.imageset import CACHE_VERSION, ImageSet
 from medgan_ui.data.readers import detect_format, get_reader
-from medgan_ui.data.readers.folders import SKIP_DIRS
+from medgan_ui.data.readers.folders import walked_dir
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace, atomic_write_json, now_iso
@@ -108,7 +108,7 @@ def source_stats(root: Path, opts: ReadOptions, exclude: Path | None = None) -> 
     """(relative path, size, mtime_ns) of every file a reader could read for this source.
 
     A superset is fine (it only costs stat calls). Same skip rules as the readers' walk
-    (hidden, __MACOSX, a default-named workspace); a workspace inside the data folder is left out.
+    (folders.walked_dir); a workspace inside the data folder is left out.
     Plain strings rather than Path objects: this runs on every load, cache hits included.
     """
     if root.is_file():
@@ -118,8 +118,7 @@ def source_stats(root: Path, opts: ReadOptions, exclude: Path | None = None) -> 
         out = []
         skip = str(exclude) if exclude is not None else None
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
-                                 and os.path.join(dirpath, d) != skip)
+            dirnames[:] = sorted(d for d in dirnames if walked_dir(d) and os.path.join(dirpath, d) != skip)
             rel_dir = os.path.relpath(dirpath, root)
             for name in sorted(filenames):
                 if not name.startswith("."):

@@ -42,6 +42,11 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTS
 
 
+def walked_dir(name: str) -> bool:
+    """Folders every walk descends into (readers, format detection and the cache fingerprint alike)."""
+    return not name.startswith(".") and name not in SKIP_DIRS
+
+
 def walk_files(root: Path) -> list[Path]:
     """Every regular file below root, in a stable order.
 
@@ -50,7 +55,7 @@ def walk_files(root: Path) -> list[Path]:
     """
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if walked_dir(d))
         for name in sorted(filenames):
             if not name.startswith("."):
                 out.append(Path(dirpath) / name)
@@ -157,7 +162,7 @@ def empty_error(root: Path, report: Report, what: str = "images") -> UserError:
 
 def _class_depth(root: Path) -> int:
     """1 for ROOT/<finding>/..., 2 for ROOT/<train|val|test>/<finding>/... (split kept as given)."""
-    subs = [p.name.lower() for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIP_DIRS]
+    subs = [p.name.lower() for p in root.iterdir() if p.is_dir() and walked_dir(p.name)]
     return 2 if subs and all(s in SPLIT_FOLDERS for s in subs) else 1
 
 
