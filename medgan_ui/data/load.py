@@ -21,7 +21,6 @@ from medgan_ui.data.imageset import CACHE_VERSION, ImageSet
 from medgan_ui.data.readers import detect_format, get_reader
 from medgan_ui.data.readers.folders import walked_dir
 from medgan_ui.data.readers.base import ReadOptions, Report
-from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace, atomic_write_json, now_iso
 
 # bump when a reader's output changes for the same files, so old caches are not reused
