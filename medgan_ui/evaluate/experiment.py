@@ -77,9 +77,8 @@ class ExperimentConfig:
 
 @dataclass
 class Plan:
-    """What validate() resolved: the data, the K split arrays, the synthetic sources per strategy."""
+    """What validate() resolved: the K split arrays, the synthetic sources per strategy, the masks."""
 
-    ds: ImageSet
     splits: list[np.ndarray]
     sources: dict[str, list[S.SyntheticSource]]
     masks: tuple[np.ndarray, torch.Tensor, list[str]] | None
@@ -192,7 +191,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(ds, splits, sources, masks, info, notes)
+    return Plan(splits, sources, masks, info, notes)
 
 
 def _classic_augment(preset: str) -> Callable:
