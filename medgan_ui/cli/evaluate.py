@@ -113,11 +113,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         init=args.init, masks_dir=args.masks, freeze_encoder=args.freeze_encoder, splits=args.splits,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         synthetic_mode=mode, synthetic_value=value, seed=args.seed, device=args.device)
-    ws = Workspace(args.workspace)
-    ds = _load(args, ws)
     update, close = _bar()
     try:
-        out = run_experiment(cfg, ws, on_progress=update, dataset=ds)
+        out = run_experiment(cfg, Workspace(args.workspace), on_progress=update)  # loads cfg.data itself
     finally:
         close()
     if args.json:
