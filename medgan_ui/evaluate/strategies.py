@@ -156,22 +156,27 @@ def synthetic_for_picks(
             labels.append(np.tile([t in found for t in targets], (count, 1)).reshape(count, len(targets)))
         else:
             chosen, n_unique = _pick_rows(src, dict(general), found, targets, count, rng)
-            images.append(torch.stack([_read_png(src.path / src.rows[r]["file"], src.image_size) for r in chosen]))
+            x, y = _read_rows(src, chosen, targets)  # a set's images carry the labels the set gives them
+            images.append(x)
+            labels.append(y)
             distinct += n_unique
-            # a set's images carry the labels the set gives them
-            labels.append(np.array([[t in _row_findings(src.rows[r]) for t in targets] for r in chosen],
-                                   dtype=bool).reshape(count, len(targets)))
     return torch.cat(images), np.concatenate(labels).astype(bool), distinct
 
 
 def set_sample(src: SyntheticSource, findings: list[str], n: int,
                rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, int]:
     """n images of a synthetic set (without replacement when it has enough) and their labels."""
+    n_rows = len(src.rows or [])
+    chosen = rng.choice(n_rows, n, replace=n > n_rows)
+    return (*_read_rows(src, chosen, findings), len(set(chosen.tolist())))
+
+
+def _read_rows(src: SyntheticSource, chosen: np.ndarray, findings: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """The chosen rows' images (uint8 [M,H,W]) and their multi-hot labels over `findings` [M,F]."""
     rows = src.rows or []
-    chosen = rng.choice(len(rows), n, replace=n > len(rows))
     images = torch.stack([_read_png(src.path / rows[r]["file"], src.image_size) for r in chosen])
-    labels = np.array([[f in _row_findings(rows[r]) for f in findings] for r in chosen], bool).reshape(n, len(findings))
-    return images, labels, len(set(chosen.tolist()))
+    labels = np.array([[f in _row_findings(rows[r]) for f in findings] for r in chosen], bool)
+    return images, labels.reshape(len(chosen), len(findings))
 
 
 def _row_findings(row: dict[str, str]) -> frozenset[str]:
