@@ -81,8 +81,6 @@ class Trainer:
         if channels_last:
             for net in self.model.nets.values():
                 net.to(memory_format=torch.channels_last)
-        if hasattr(self.model, "bind_data"):
-            self.model.bind_data(train_ds)
         if self.dist.enabled:
             for net in self.model.nets.values():
                 broadcast_module(net)
@@ -91,6 +89,8 @@ class Trainer:
             seed_everything(seed + 1000 * self.dist.rank)  # same weights, different noise per rank
         self.feed = DeviceBatches(train_ds, int(train_cfg.batch_size), self.device, seed + 7919 * self.dist.rank,
                                   channels_last=channels_last)
+        if hasattr(self.model, "bind_data"):  # with the feed's device copy of the images: a model needs no second one
+            self.model.bind_data(dataclasses.replace(train_ds, images=self.feed.images))
         rows = len(default_cells(self.schema))
         self.grid = FixedGrid(self.model, self.schema, self.device, seed,
                               cols=max(2, int(getattr(train_cfg, "n_sample_grid", 64)) // rows))

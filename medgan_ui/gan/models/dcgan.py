@@ -64,7 +64,8 @@ class DCGANPerClass(GANFamily):
                             f"(images per class: {counts}); drop them from 'classes'")
         if len(empty) == len(self.classes):
             raise UserError(f"none of the DCGAN classes {self.classes} has a training image")
-        # held on the training device once (uint8), so a step's per-class batches need no host copy
+        # on the training device (uint8), so a step's per-class batches need no host copy; the engine
+        # passes the feed's device tensor, so there this is no second copy
         self._images = ds.images.to(self.device)
         self._rows = [r.to(self.device) for r in rows]
         self.untrained_classes = empty
