@@ -44,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # `kill` (SIGTERM) stops like Ctrl+C: running jobs write a checkpoint and show as interrupted
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the stdlib handler that raises KeyboardInterrupt
     auth = parse_auth(args.auth)
     if args.share and not auth:
         print("warning: --share makes the app public; add --auth USER:PASS to protect it", file=sys.stderr)
@@ -70,14 +70,10 @@ def serve(args: argparse.Namespace) -> int:
 
 def serve_reader_only(args: argparse.Namespace, auth: list[tuple[str, str]], admin: str | None) -> int:
     """Reading screen alone: no Data/Train/Browse tab where labelled synthetic images could be seen."""
-    import uvicorn
-
-    from medgan_ui.ui.study_server import build_app
+    from medgan_ui.ui import study_server
     from medgan_ui.workspace import Workspace
 
-    app = build_app(Workspace(args.workspace), admin, auth=auth)
-    print(f"MedGAN Studio reader study on http://{args.host}:{args.port}/ (admin view: /?admin)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    study_server.run(Workspace(args.workspace), args.host, args.port, admin, auth=auth)
     return 0
 
 

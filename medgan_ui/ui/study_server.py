@@ -37,12 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7861)
     p.add_argument("--admin-password", default=os.environ.get("MEDGAN_ADMIN_PASSWORD"))
     args = p.parse_args(argv)
+    run(Workspace(args.workspace), args.host, args.port, args.admin_password)
+    return 0
+
+
+def run(workspace: Workspace, host: str, port: int, admin_password: str | None = None,
+        auth: list[tuple[str, str]] | None = None) -> None:
+    """Serve the reading screen until stopped (this module's main and `launch.py --reader-only`)."""
     import uvicorn
 
-    app = build_app(Workspace(args.workspace), args.admin_password)
-    print(f"reader study server on http://{args.host}:{args.port}/ (admin: /?admin)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    app = build_app(workspace, admin_password, auth=auth)
+    print(f"MedGAN Studio reader study on http://{host}:{port}/ (admin view: /?admin)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":
