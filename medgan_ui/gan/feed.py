@@ -16,6 +16,11 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.gan.base import Batch
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W] -> float [B, 1, H, W] in [-1, 1], the range batches reach the models in."""
+    return images.unsqueeze(1).float().mul_(2.0 / 255.0).sub_(1.0)
+
+
 class DeviceBatches:
     def __init__(self, ds: ImageSet, batch_size: int, device: torch.device, seed: int,
                  channels_last: bool = False) -> None:
@@ -44,7 +49,7 @@ class DeviceBatches:
             self.epoch += 1
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
-        x = self.images[idx].unsqueeze(1).float().mul_(2.0 / 255.0).sub_(1.0)
+        x = to_model_range(self.images[idx])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return Batch(images=x, general=self.general[idx], detailed=self.detailed[idx])

@@ -19,6 +19,7 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import Batch, LabelSchema
 from medgan_ui.gan.config import DCGANConfig, TrainConfig
+from medgan_ui.gan.feed import to_model_range
 from medgan_ui.gan.losses import nonsat_d, nonsat_g
 from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
@@ -76,8 +77,7 @@ class DCGANPerClass(GANFamily):
     def _class_batch(self, i: int, n: int) -> torch.Tensor:
         rows = self._rows[i]
         pick = rows[torch.randint(rows.numel(), (n,)).to(rows.device)]
-        x = self._images[pick].unsqueeze(1).float()
-        return x.mul_(2.0 / 255.0).sub_(1.0)
+        return to_model_range(self._images[pick])
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         if self._images is None:
