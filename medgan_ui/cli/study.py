@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                ("close", _close, "stop accepting answers"), ("open", _open, "accept answers again")):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("id", nargs="?" if name == "status" else None, help="study id (status without one lists studies)")
-        p.add_argument("--json", action="store_true") if name == "status" else None
+        if name == "status":
+            p.add_argument("--json", action="store_true")
         add_workspace_arg(p)
         p.set_defaults(func=fn)
 
@@ -86,9 +87,10 @@ def _status(args: argparse.Namespace) -> int:
         rows = store.list_studies()
         if args.json:
             print(json.dumps(rows, indent=2, default=str))
-        for s in [] if args.json else rows:
+            return 0
+        for s in rows:
             print(f"{s['id']}  {s['status']:6}  cases {s['n_cases']:4}  readers {s['n_readers']:3}  {s['name']}")
-        if not rows and not args.json:
+        if not rows:
             print("no studies yet: medgan study create --name ... --synthetic ...")
         return 0
     study, progress = store.study(args.id), store.progress(args.id)
