@@ -29,8 +29,6 @@ from medgan_ui.study.schema import (CALLS, SCHEMA, SCORE_KINDS, hash_secret, ima
                                     normalise_code, normalise_name)
 from medgan_ui.workspace import new_id, now_iso
 
-_hash = hash_secret
-
 
 @dataclass
 class CaseInput:
@@ -140,7 +138,7 @@ class StudyStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO studies(id, name, code_hash, settings, status, created) VALUES (?,?,?,?, 'open', ?)",
-                (study_id, name, _hash(code), json.dumps(settings, sort_keys=True), now_iso()),
+                (study_id, name, hash_secret(code), json.dumps(settings, sort_keys=True), now_iso()),
             )
             for i in order:
                 c = cases[i]
@@ -181,7 +179,7 @@ class StudyStore:
         self.study(study_id)
         code = new_code()
         with self._write() as conn:
-            conn.execute("UPDATE studies SET code_hash=? WHERE id=?", (_hash(code), study_id))
+            conn.execute("UPDATE studies SET code_hash=? WHERE id=?", (hash_secret(code), study_id))
         return code
 
     def add_reader(self, study_id: str, name: str) -> str:
@@ -194,9 +192,9 @@ class StudyStore:
         with self._write() as conn:
             row = conn.execute("SELECT id FROM readers WHERE study_id=? AND name_key=?", (study_id, name.lower())).fetchone()
             if row is None:
-                self._insert_reader(conn, study_id, name, _hash(code))
+                self._insert_reader(conn, study_id, name, hash_secret(code))
             else:
-                conn.execute("UPDATE readers SET code_hash=? WHERE id=?", (_hash(code), row["id"]))
+                conn.execute("UPDATE readers SET code_hash=? WHERE id=?", (hash_secret(code), row["id"]))
         return code
 
     def _insert_reader(self, conn: sqlite3.Connection, study_id: str, name: str, code_hash: str | None) -> int:
@@ -217,7 +215,7 @@ class StudyStore:
     # ---- readers -------------------------------------------------------------------------------
     def sign_in(self, name: str, code: str) -> Session:
         """Name + the study's access code (or a personal reader code) -> a new session."""
-        name, code_h = normalise_name(name), _hash(normalise_code(code))
+        name, code_h = normalise_name(name), hash_secret(normalise_code(code))
         if not name:
             raise UserError("please enter your name")
         with self._write() as conn:
@@ -248,7 +246,7 @@ class StudyStore:
             image_key = image_key_for(token)
             conn.execute(
                 "INSERT INTO sessions(token_hash, image_key_hash, reader_id, created, last_seen) VALUES (?,?,?,?,?)",
-                (_hash(token), _hash(image_key), reader["id"], now, now),
+                (hash_secret(token), hash_secret(image_key), reader["id"], now, now),
             )
         return Session(token, image_key, int(reader["id"]), reader["name"], reader["study_id"])
 
@@ -259,7 +257,7 @@ class StudyStore:
         row = self._conn().execute(
             "SELECT r.id, r.name, r.study_id, r.order_json, s.name AS study_name, s.status, s.settings"
             " FROM sessions x JOIN readers r ON r.id = x.reader_id JOIN studies s ON s.id = r.study_id"
-            " WHERE x.token_hash=?", (_hash(token),)).fetchone()
+            " WHERE x.token_hash=?", (hash_secret(token),)).fetchone()
         if row is None:
             raise UserError("session not found or expired: sign in again with your name and access code")
         settings = json.loads(row["settings"])
@@ -274,7 +272,7 @@ class StudyStore:
             if cid not in done:
                 with self._write() as conn:  # remember what was shown, to time the answer server-side
                     conn.execute("UPDATE sessions SET current_case=?, served_at=?, last_seen=? WHERE token_hash=?",
-                                 (cid, time.time(), now_iso(), _hash(token)))
+                                 (cid, time.time(), now_iso(), hash_secret(token)))
                 return NextCase(cid, pos, len(done), len(rv.order))
         return NextCase(None, len(rv.order), len(done), len(rv.order))
 
@@ -303,7 +301,7 @@ class StudyStore:
         comment = str(comment or "")[:2000]
         now = now_iso()
         with self._write() as conn:
-            sess = conn.execute("SELECT current_case, served_at FROM sessions WHERE token_hash=?", (_hash(token),)).fetchone()
+            sess = conn.execute("SELECT current_case, served_at FROM sessions WHERE token_hash=?", (hash_secret(token),)).fetchone()
             if ms is None and sess is not None and sess["current_case"] == case_id and sess["served_at"]:
                 ms = int(round((time.time() - float(sess["served_at"])) * 1000))
             ms = None if ms is None else max(0, min(int(ms), 24 * 3600 * 1000))
@@ -322,7 +320,7 @@ class StudyStore:
             raise UserError("not found")
         row = self._conn().execute(
             "SELECT c.png FROM sessions x JOIN readers r ON r.id = x.reader_id JOIN cases c ON c.study_id = r.study_id"
-            " WHERE x.image_key_hash=? AND c.id=?", (_hash(image_key), case_id)).fetchone()
+            " WHERE x.image_key_hash=? AND c.id=?", (hash_secret(image_key), case_id)).fetchone()
         if row is None:
             raise UserError("not found")  # same answer for a bad key and a case of another study
         return bytes(row["png"])
