@@ -107,21 +107,17 @@ def counts_chart(ds: ImageSet):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    det = ds.detailed.numpy().astype(bool)
     labels = list(ds.findings) + ["No Finding"]
-    cols = [(g, name) for g, name in enumerate(ds.general_names)] or [(None, "all images")]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.4 * len(cols) + 0.8, 0.9 + 0.5 * len(labels)), dpi=100,
+    stats = ds.counts()  # cells: general label -> value -> finding (and No Finding) -> images
+    panels = stats["cells"] or {"all images": {"all": {**stats["findings"], "No Finding": stats["no_finding"]}}}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.8, 0.9 + 0.5 * len(labels)), dpi=100,
                              squeeze=False, sharey=True)
     palette = ["#0f5e78", "#f2b134", "#7fb8c9", "#c0504d", "#6b8e23", "#8064a2"]
     y = np.arange(len(labels))
-    for ax, (g, name) in zip(axes[0], cols):
-        values = ds.general_values[name] if g is not None else ["all"]
-        h = 0.8 / len(values)
-        for k, value in enumerate(values):
-            rows = ds.general[:, g].numpy() == k if g is not None else np.ones(len(ds), dtype=bool)
-            d = det[rows]
-            counts = [int(d[:, j].sum()) for j in range(len(ds.findings))] + [int((~d.any(1)).sum())]
-            bars = ax.barh(y + k * h, counts, height=h, label=value, color=palette[k % len(palette)])
+    for ax, (name, per_value) in zip(axes[0], panels.items()):
+        h = 0.8 / len(per_value)
+        for k, (value, cell) in enumerate(per_value.items()):
+            bars = ax.barh(y + k * h, [cell[f] for f in labels], height=h, label=value, color=palette[k % len(palette)])
             ax.bar_label(bars, fontsize=7, padding=2)
         ax.set_yticks(y + 0.4 - h / 2, labels)
         ax.set_xscale("symlog", linthresh=1)
