@@ -76,23 +76,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, admin_password: str | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`python launch.py --reader-only` (what a reading session runs) on a free localhost port; returns
-    (process, base URL) once it answers."""
+def start_server(root: Path, admin_password: str | None = None, port: int | None = None, *,
+                 reader_only: bool = True, extra_args: list[str] | tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, wait_for: str = "/config") -> tuple[subprocess.Popen, str]:
+    """A real `python launch.py` on a free localhost port (by default `--reader-only`, what a reading
+    session runs; reader_only=False starts the full studio, without the demo); returns (process, base
+    URL) once `wait_for` answers. extra_args go on the command line as given (security tests)."""
     port = port or free_port()
-    cmd = [sys.executable, "launch.py", "--reader-only", "--workspace", str(root), "--port", str(port)]
+    cmd = [sys.executable, "launch.py", "--workspace", str(root), "--port", str(port)]
+    cmd += ["--reader-only"] if reader_only else ["--no-demo"]
     if admin_password:
         cmd += ["--admin-password", admin_password]
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
-    log = open(Path(root) / f"server-{port}.log", "ab")
+    cmd += list(extra_args)
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", **(env or {}))
+    log_path = Path(root).parent / f"server-{port}.log" if not Path(root).exists() else Path(root) / f"server-{port}.log"
+    log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1])
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {(Path(root) / f'server-{port}.log').read_text()[-2000:]}")
+            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            if httpx.get(base + "/config", timeout=2).status_code == 200:
+            if httpx.get(base + wait_for, timeout=2).status_code < 500:
                 return proc, base
         except httpx.HTTPError:
             time.sleep(0.3)
