@@ -8,6 +8,7 @@ an organiser can see an attack in the log.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Throttle:
             delay = min(self.max_delay, self.base * self.factor ** (e.failures - 1))
             e.blocked_until = now + delay
             n = e.failures
-        log.warning("failed %s from %s (%d in a row); next attempt allowed in %.0f s", self.what, client, n, delay)
+        log.warning("failed %s from %s (%d in a row); next attempt allowed in %s s", self.what, client, n, format_wait(delay))
         return delay
 
     def success(self, client: str) -> None:
@@ -73,7 +74,7 @@ class Throttle:
         wait = self.retry_after(client)
         if wait <= 0:
             return None
-        return f"too many failed {self.what} attempts from this address: try again in {wait:.0f} s"
+        return f"too many failed {self.what} attempts from this address: try again in {format_wait(wait)} s"
 
     def _prune(self, now: float) -> None:
         if len(self._entries) < MAX_CLIENTS:
@@ -86,8 +87,29 @@ class Throttle:
                 del self._entries[k]
 
 
+def format_wait(seconds: float) -> str:
+    """'30', '2.5', '0.05': whole seconds once long enough to matter, more digits for short waits."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
+
+
 def client_key(request: object) -> str:
     """The remote address of a Starlette/Gradio request ('unknown' when there is none)."""
     client = getattr(request, "client", None)
     host = getattr(client, "host", None)
     return str(host) if host else "unknown"
+
+
+ENV_BACKOFF_S = "MEDGAN_LOGIN_BACKOFF_S"          # first wait after a failure (tests set it small)
+ENV_BACKOFF_MAX_S = "MEDGAN_LOGIN_BACKOFF_MAX_S"
+
+
+def login_throttle(what: str) -> Throttle:
+    """A Throttle for `what`, its base and cap read from the environment (defaults above)."""
+    def env_float(name: str, default: float) -> float:
+        try:
+            return float(os.environ.get(name) or default)
+        except ValueError:
+            log.warning("ignoring %s=%r: not a number", name, os.environ.get(name))
+            return default
+
+    return Throttle(what, base=env_float(ENV_BACKOFF_S, BASE_DELAY_S), max_delay=env_float(ENV_BACKOFF_MAX_S, MAX_DELAY_S))
