@@ -43,9 +43,6 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from medgan_ui.ui.app import serve as launch_app
-    from medgan_ui.ui.context import AppContext
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -66,6 +63,9 @@ def serve(args: argparse.Namespace) -> int:
             return serve_reader_only(workspace, args, auth, admin, policy)
         finally:
             held.release()
+    from medgan_ui.ui.app import serve as launch_app  # gradio and torch: after the checks, which fail fast
+    from medgan_ui.ui.context import AppContext
+
     ctx = AppContext.create(workspace, admin_password=admin)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
     # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
