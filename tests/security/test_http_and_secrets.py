@@ -173,7 +173,7 @@ def test_fifty_wrong_admin_passwords_are_mostly_refused_unchecked(studio):
     checked, refused, waits = 0, 0, []
     t0 = time.perf_counter()
     for _ in range(50):
-        out = json.dumps(_call(base, cookies, sign_in, ["not-the-password"]))
+        out = json.dumps(fx.gradio_call(base, sign_in, ["not-the-password"], cookies=cookies))
         if "wrong admin password" in out:
             checked += 1
             waits.append(float(WAIT.search(out).group(1)))
@@ -202,24 +202,6 @@ def test_admin_back_off_refuses_even_the_right_password_inside_the_window(tmp_pa
     assert adm.login("pw", client="10.9.9.9")  # another address is not held up
     time.sleep(0.55)
     assert adm.login("pw", client="10.1.2.3")
-
-
-def _call(base: str, cookies: dict, fn_index: int, data: list) -> dict:
-    """fx.gradio_call with the login cookie (the studio has --auth)."""
-    import secrets
-
-    sh = secrets.token_hex(8)
-    with httpx.Client(base_url=base, timeout=60, cookies=cookies) as c:
-        r = c.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": sh,
-                                                   "event_data": None, "trigger_id": None})
-        assert r.status_code == 200, r.text
-        with c.stream("GET", "/gradio_api/queue/data", params={"session_hash": sh}) as s:
-            for line in s.iter_lines():
-                if line.startswith("data:"):
-                    msg = json.loads(line[5:])
-                    if msg.get("msg") == "process_completed":
-                        return msg
-    return {}
 
 
 # ---- where passwords come from, where the server listens ------------------------------------------------
