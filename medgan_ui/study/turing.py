@@ -29,6 +29,7 @@ from scipy import stats
 
 from medgan_ui.errors import UserError
 from medgan_ui.study import mrmc
+from medgan_ui.study.roc_cov import roc_points
 
 DEFAULT_MARGIN = 0.1
 ALL = "all synthetic"
@@ -196,6 +197,7 @@ def turing_analysis(rows: list[dict[str, Any]], score_kind: str, margin: float =
     who = (f"{len(readers)} readers, {out['n_real']} real and {out['n_synthetic']} synthetic images, readers and cases random"
            if kind == "random" else f"1 reader, {out['n_real']} real and {out['n_synthetic']} synthetic images; holds for this reader only")
     out["conclusion"] = conclusion(out["auc"], out["equivalence"], who)
+    out["roc"] = roc_curves(data)
     per = {p["reader"]: p for p in mrmc.single_reader(data)}
     out["per_reader"] = {}
     for k, name in enumerate(readers):
@@ -209,6 +211,20 @@ def turing_analysis(rows: list[dict[str, Any]], score_kind: str, margin: float =
     if len(gens) >= 2:
         out["generators"] = compare_generators(firsts, score_kind)
     return out
+
+
+def roc_curves(data: mrmc.MRMCData, treatment: str | None = None) -> dict[str, Any]:
+    """Empirical ROC points per reader and their vertical average on a 0..1 FPR grid (its area is
+    the reader-averaged AUC, since linear interpolation keeps each trapezoidal area)."""
+    sel = np.ones(len(data.rating), bool) if treatment is None else data.treatment == treatment
+    grid = np.linspace(0, 1, 101)
+    curves, tprs = {}, []
+    for reader in sorted(set(data.reader[sel].tolist()), key=str):
+        m = sel & (data.reader == reader)
+        fpr, tpr = roc_points(data.truth[m], data.rating[m])
+        curves[str(reader)] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+        tprs.append(np.interp(grid, fpr, tpr))
+    return {"readers": curves, "average": {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()}}
 
 
 def compare_generators(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
