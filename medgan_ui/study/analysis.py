@@ -238,6 +238,47 @@ def turing_test_block(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def analyze_mrmc_file(path: str | Path, cov_method: str = "DeLong", readers: str = "random", cases: str = "random",
+                      margin: float = turing.DEFAULT_MARGIN) -> dict[str, Any]:
+    """Any MRMC long-format CSV (ours or MRMCaov's): the OR analysis, every treatment against 0.5 with
+    equivalence, per-reader DeLong CIs. Turing wording only for our own exports (they have a `call` column)."""
+    from medgan_ui.study import mrmc
+
+    data = mrmc.read_mrmc_csv(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        ours = "call" in (next(csv.reader(fh), None) or [])
+    if readers == "random" and len(set(data.reader.tolist())) < 2:
+        readers = "fixed"
+    res = mrmc.or_analysis(data, cov_method, readers, cases)
+    res.pop("cov")
+    single = mrmc.single_reader(data)
+    per_t: dict[str, Any] = {}
+    for tr in res["treatments"]:
+        sel = data.treatment == tr
+        sub = mrmc.MRMCData(data.reader[sel], data.treatment[sel], data.case[sel], data.truth[sel], data.rating[sel])
+        n_pos, n_neg = len(set(sub.case[sub.truth == 1].tolist())), len(set(sub.case[sub.truth == 0].tolist()))
+        who = f"{len(set(sub.reader.tolist()))} readers, {n_pos} positive and {n_neg} negative cases"
+        block = turing.vs_chance(sub, margin, who, cov_method, readers, cases)
+        if not ours:
+            a = block["auc"]
+            block["conclusion"] = (f"Treatment {tr}: reader-averaged AUC {a['estimate']:.3f} (95% CI {a['ci95'][0]:.3f} to "
+                                   f"{a['ci95'][1]:.3f}; {who}; {a['method']}).")
+        block.update({"margin": margin, "roc": turing.roc_curves(data, tr),
+                      "per_reader": {p["reader"]: {"auc": p["estimate"], "ci95": p["ci"], "se": p["se"]}
+                                     for p in single if p["treatment"] == str(tr)}})
+        per_t[str(tr)] = block
+    lines = [b["conclusion"] for b in per_t.values()]
+    if "test" in res:
+        t = res["test"]
+        lines.append(f"Equal AUC across treatments ({res['reader_type']} readers, {res['case_type']} cases, {cov_method}): "
+                     + (f"F = {t['F']:.3f}, df = {t['df1']}, {t['df2']:.2f}, p = {t['p']:.4g}." if t["statistic"] == "F"
+                        else f"X2 = {t['X2']:.3f}, df = {t['df']}, p = {t['p']:.4g}."))
+        lines += [f"{d['comparison']}: {d['estimate']:+.4f} (95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f}, p = {d['p']:.4g})"
+                  for d in res["differences"]]
+    return {"file": str(path), "or": res, "per_reader": single, "treatments": per_t, "conclusion": " ".join(lines),
+            "turing_wording": ours}
+
+
 # ---- exports ---------------------------------------------------------------------------------------------
 def ratings_csv(rows: list[dict[str, Any]], score_kind: str = "realism") -> str:
     """Every rating in the MRMC long format (see CSV_FIELDS); `medgan study analyze --mrmc-csv` reads it back."""

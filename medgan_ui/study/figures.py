@@ -15,7 +15,13 @@ from matplotlib.figure import Figure
 from medgan_ui.workspace import atomic_write_bytes
 
 
-def draw_roc(ax: Any, roc: dict[str, Any], auc: dict[str, Any] | None, per_reader: dict[str, Any]) -> None:
+TURING_AXES = ("real images called synthetic (1 - specificity)", "synthetic images called synthetic (sensitivity)",
+               "AUC (95% CI): 0.5 = synthetic indistinguishable from real")
+GENERIC_AXES = ("false positive fraction", "true positive fraction", "AUC (95% CI)")
+
+
+def draw_roc(ax: Any, roc: dict[str, Any], auc: dict[str, Any] | None, per_reader: dict[str, Any],
+             labels: tuple[str, str, str] = TURING_AXES) -> None:
     for name, c in roc["readers"].items():
         a = per_reader.get(name, {}).get("auc")
         ax.plot(c["fpr"], c["tpr"], lw=1, alpha=0.6, marker=".", ms=3, label=f"{name}" + (f" (AUC {a:.2f})" if a is not None else ""))
@@ -26,13 +32,14 @@ def draw_roc(ax: Any, roc: dict[str, Any], auc: dict[str, Any] | None, per_reade
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_xlabel("real images called synthetic (1 - specificity)")
-    ax.set_ylabel("synthetic images called synthetic (sensitivity)")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.set_title("ROC per reader and reader-averaged")
     ax.legend(fontsize=7, loc="lower right")
 
 
-def draw_forest(ax: Any, per_reader: dict[str, Any], auc: dict[str, Any] | None, margin: float | None) -> None:
+def draw_forest(ax: Any, per_reader: dict[str, Any], auc: dict[str, Any] | None, margin: float | None,
+                labels: tuple[str, str, str] = TURING_AXES) -> None:
     names = list(per_reader)
     y = np.arange(len(names), 0, -1, dtype=float)
     if margin:
@@ -44,12 +51,12 @@ def draw_forest(ax: Any, per_reader: dict[str, Any], auc: dict[str, Any] | None,
     labels = names
     if auc:
         lo, hi = auc["ci95"]
-        ax.fill([lo, auc["estimate"], hi, auc["estimate"]], [0, 0.25, 0, -0.25], color="k")
+        ax.fill([lo, auc["estimate"], hi, auc["estimate"]], [0, 0.18, 0, -0.18], color="k")
         labels = names + ["reader average (OR)"]
         y = np.append(y, 0.0)
     ax.set_yticks(y, labels)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("AUC (95% CI): 0.5 = synthetic indistinguishable from real")
+    ax.set_xlabel(labels[2])
     ax.set_title("Per-reader AUC (DeLong) and reader average")
     ax.legend(fontsize=7, loc="lower left")
 
@@ -105,6 +112,20 @@ def summary_figure(result: dict[str, Any], rows: list[dict[str, Any]] | None = N
     if panels == 3:
         draw_recognition(axes[2], result["findings"])
     fig.suptitle(t.get("conclusion", ""), wrap=True, fontsize=9)
+    return fig
+
+
+def mrmc_figure(result: dict[str, Any]) -> Figure:
+    """For `analyze --mrmc-csv`: one row per treatment, ROC with reader average and forest plot."""
+    blocks = result["treatments"]
+    fig = Figure(figsize=(12, 5.5 * len(blocks)), dpi=100, layout="constrained")
+    axes = fig.subplots(len(blocks), 2, squeeze=False)
+    for (name, b), (ax_roc, ax_forest) in zip(blocks.items(), axes):
+        axes_text = TURING_AXES if result.get("turing_wording") else GENERIC_AXES
+        draw_roc(ax_roc, b["roc"], b["auc"], b["per_reader"], axes_text)
+        ax_roc.set_title(f"{name}: ROC per reader and reader-averaged")
+        draw_forest(ax_forest, b["per_reader"], b["auc"], b.get("margin"), axes_text)
+        ax_forest.set_title(f"{name}: per-reader AUC (DeLong) and reader average")
     return fig
 
 

@@ -182,21 +182,9 @@ def turing_analysis(rows: list[dict[str, Any]], score_kind: str, margin: float =
     if len(set(data.rating.tolist())) == 1:
         out["conclusion"] = "Not analysed: every rating is the same, so the ratings carry no ROC information."
         return out
-    kind = "random" if len(readers) >= 2 else "fixed"
-    res = mrmc.or_analysis(data, "DeLong", kind)
-    tm = res["treatment_means"][0]
-    est, se, df = tm["estimate"], tm["se"], tm["df"]
-    dist = stats.t(df) if np.isfinite(df) else stats.norm()
-    t0 = (est - 0.5) / se if se > 0 else (0.0 if est == 0.5 else np.inf * np.sign(est - 0.5))
-    q = dist.ppf(0.975)
-    out["auc"] = {"estimate": est, "se": se, "df": df, "ci95": tm["ci"], "ci_unclipped": [est - q * se, est + q * se],
-                  "t": float(t0), "p_vs_chance": float(2 * dist.sf(abs(t0))), "readers": kind, "cases": "random",
-                  "method": "Obuchowski-Rockette, DeLong covariance, Hillis df" if kind == "random"
-                  else "one reader: DeLong CI, readers fixed", "var_comp": res["var_comp"], "n_readers": len(readers)}
-    out["equivalence"] = equivalence(est, se, df, margin)
     who = (f"{len(readers)} readers, {out['n_real']} real and {out['n_synthetic']} synthetic images, readers and cases random"
-           if kind == "random" else f"1 reader, {out['n_real']} real and {out['n_synthetic']} synthetic images; holds for this reader only")
-    out["conclusion"] = conclusion(out["auc"], out["equivalence"], who)
+           if len(readers) >= 2 else f"1 reader, {out['n_real']} real and {out['n_synthetic']} synthetic images; holds for this reader only")
+    out.update(vs_chance(data, margin, who))
     out["roc"] = roc_curves(data)
     per = {p["reader"]: p for p in mrmc.single_reader(data)}
     out["per_reader"] = {}
@@ -225,6 +213,27 @@ def roc_curves(data: mrmc.MRMCData, treatment: str | None = None) -> dict[str, A
         curves[str(reader)] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
         tprs.append(np.interp(grid, fpr, tpr))
     return {"readers": curves, "average": {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()}}
+
+
+def vs_chance(data: mrmc.MRMCData, margin: float, who: str, cov_method: str = "DeLong",
+              readers: str | None = None, cases: str = "random") -> dict[str, Any]:
+    """One treatment: reader-averaged AUC with its OR CI, t-test vs 0.5, equivalence, the conclusion."""
+    n_readers = len(set(data.reader.tolist()))
+    kind = readers or ("random" if n_readers >= 2 else "fixed")
+    res = mrmc.or_analysis(data, cov_method, kind, cases)
+    tm = res["treatment_means"][0]
+    est, se, df = tm["estimate"], tm["se"], tm["df"]
+    dist = stats.t(df) if np.isfinite(df) else stats.norm()
+    t0 = (est - 0.5) / se if se > 0 else (0.0 if est == 0.5 else np.inf * np.sign(est - 0.5))
+    q = dist.ppf(0.975)
+    method = {("random", "random"): f"Obuchowski-Rockette, {cov_method} covariance, Hillis df",
+              ("fixed", "random"): f"readers fixed (results hold for these readers), {cov_method} covariance",
+              ("random", "fixed"): "cases fixed (results hold for these cases), t on the reader AUCs"}[(kind, cases)]
+    auc = {"estimate": est, "se": se, "df": df, "ci95": tm["ci"], "ci_unclipped": [est - q * se, est + q * se],
+           "t": float(t0), "p_vs_chance": float(2 * dist.sf(abs(t0))), "readers": kind, "cases": cases, "method": method,
+           "var_comp": res["var_comp"], "n_readers": n_readers}
+    eq = equivalence(est, se, df, margin)
+    return {"auc": auc, "equivalence": eq, "conclusion": conclusion(auc, eq, who)}
 
 
 def compare_generators(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
