@@ -92,7 +92,10 @@ def power_two_treatments(c: Components, readers: int, diff: float, alpha: float 
     ms_tr = c.sigma2_tr + c.var - c.cov1 - c.cov2 + c.cov3
     df2 = den ** 2 / (ms_tr ** 2 / (readers - 1))
     lam = readers * diff ** 2 / 2 / den
-    return float(stats.ncf.sf(stats.f.ppf(1 - alpha, 1, df2), 1, df2, lam))
+    crit = stats.f.ppf(1 - alpha, 1, df2)
+    if lam < 1e-12:  # scipy's ncf.sf is wrong at noncentrality 0 (gives sf - 1); the central F is exact there
+        return float(stats.f.sf(crit, 1, df2))
+    return float(stats.ncf.sf(crit, 1, df2, lam))
 
 
 def cases_needed(readers: int, margin: float = 0.1, detect_auc: float = 0.6, power: float = 0.8,
