@@ -189,9 +189,9 @@ def _analyze(args: argparse.Namespace) -> int:
     ba = t.get("balanced_accuracy") or {}
     if ba.get("balanced_accuracy") is not None:
         print(f"balanced accuracy {ba['balanced_accuracy']:.3f} (permutation p = {ba['p_perm']:.4f}, {ba['n_perm']} permutations)")
-    if t.get("binomial"):
-        b = t["binomial"]
-        print(f"accuracy {b['accuracy']:.3f}, exact binomial p = {b['p']:.4f} (balanced design)")
+    for name, b in (t.get("binomial") or {}).items():
+        if b:
+            print(f"{name}: accuracy {b['accuracy']:.3f}, exact binomial p = {b['p']:.4f} (balanced design)")
     print("  ".join(f"{h:>12}" for h in analysis.SUMMARY_HEADERS))
     for row in analysis.summary_table(res):
         print("  ".join(f"{'-' if v is None else v!s:>12}" for v in row))

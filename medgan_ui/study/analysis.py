@@ -185,6 +185,8 @@ def analyze_rows(rows: list[dict[str, Any]], score_kind: str, margin: float = tu
     pooled = call_stats(firsts, score_kind) if firsts else None
     if pooled:
         pooled["auc"] = None  # readers' rating scales differ: see turing["auc"] for the reader-averaged AUC
+        pooled["p_value"] = None  # readers' calls on the same images are not independent: per-reader tests only
+        pooled["binomial_note"] = "not pooled over readers; see the per-reader tests and turing['auc']"
     if classes is None:
         classes = sorted({r["labels"].get("class") for r in firsts if r["labels"].get("class")})
     return {
@@ -227,6 +229,8 @@ def turing_test_block(result: dict[str, Any]) -> dict[str, Any]:
         "balanced_accuracy_p_perm": (t.get("balanced_accuracy") or {}).get("p_perm"),
         "binomial": t.get("binomial"),
         "accuracy": (result.get("pooled") or {}).get("accuracy"),
+        "sensitivity": (result.get("pooled") or {}).get("sensitivity"),
+        "specificity": (result.get("pooled") or {}).get("specificity"),
         "per_reader": [{"reader": k, "auc": v["auc"], "auc_ci95": v["ci95"], "balanced_accuracy": v["balanced_accuracy"],
                         "p_perm": v["p_perm"]} for k, v in (t.get("per_reader") or {}).items()],
         "generators": (t.get("generators") or {}).get("conclusion"),
@@ -305,7 +309,8 @@ SUMMARY_HEADERS = ["reader", "n", "AUC", "AUC 95% CI", "balanced acc.", "p (perm
 
 
 def summary_table(result: dict[str, Any]) -> list[list[Any]]:
-    """Rows for a UI table: one per reader, then the reader average (OR) and the pooled descriptives."""
+    """Rows for a UI table: one per reader, then '(pooled)': the OR reader-averaged AUC with its CI, the
+    balanced accuracy over all readers, and the pooled descriptives (no pooled AUC: scales differ)."""
     def fmt(x: Any, nd: int = 3) -> Any:
         return None if x is None else round(float(x), nd)
 
@@ -322,9 +327,8 @@ def summary_table(result: dict[str, Any]) -> list[list[Any]]:
     auc, ba, pooled = result["turing"].get("auc"), result["turing"].get("balanced_accuracy") or {}, result.get("pooled")
     if pooled:
         fa = pooled["finding_accuracy"]
-        bi = result["turing"].get("binomial") or {}
-        out.append(["(reader average / pooled)", pooled["n"], fmt(auc and auc["estimate"]), ci(auc and auc["ci95"]),
-                    fmt(ba.get("balanced_accuracy")), fmt(ba.get("p_perm"), 4), fmt(pooled["accuracy"]), fmt(bi.get("p"), 4),
+        out.append(["(pooled)", pooled["n"], fmt(auc and auc["estimate"]), ci(auc and auc["ci95"]),
+                    fmt(ba.get("balanced_accuracy")), fmt(ba.get("p_perm"), 4), fmt(pooled["accuracy"]), None,
                     fmt(pooled["sensitivity"]), fmt(pooled["specificity"]), fmt(fa["real"]["accuracy"]),
                     fmt(fa["synthetic"]["accuracy"]), fmt(pooled["median_ms"], 0)])
     return out

@@ -48,13 +48,13 @@ def draw_forest(ax: Any, per_reader: dict[str, Any], auc: dict[str, Any] | None,
     for yi, name in zip(y, names):
         p = per_reader[name]
         ax.errorbar(p["auc"], yi, xerr=[[p["auc"] - p["ci95"][0]], [p["ci95"][1] - p["auc"]]], fmt="s", color="#4C72B0", capsize=3)
-    labels = names
+    ticks = list(names)
     if auc:
         lo, hi = auc["ci95"]
         ax.fill([lo, auc["estimate"], hi, auc["estimate"]], [0, 0.18, 0, -0.18], color="k")
-        labels = names + ["reader average (OR)"]
+        ticks.append("reader average (OR)")
         y = np.append(y, 0.0)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, ticks)
     ax.set_xlim(0, 1)
     ax.set_xlabel(labels[2])
     ax.set_title("Per-reader AUC (DeLong) and reader average")

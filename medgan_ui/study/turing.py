@@ -14,8 +14,9 @@ What is reported (first readings only; repeated cases feed only intra-reader con
     when the study was created (default 0.1). A non-significant test alone shows nothing;
   * per-reader AUC with a DeLong 95 % CI; balanced accuracy with a permutation p-value (case labels
     permuted, the same permutation for every reader, so readers' shared cases stay shared);
-  * the exact binomial test of accuracy only when real and synthetic cases are balanced (otherwise
-    accuracy against 0.5 is not a test of anything);
+  * the exact binomial test of each reader's accuracy only when real and synthetic cases are balanced
+    (otherwise accuracy against 0.5 is not a test of anything); never pooled over readers, whose
+    calls on the same images are not independent;
   * with several generators: one treatment per generator, real cases shared, synthetic cases nested
     within treatment; the OR F-test and CI of the difference say whose images are harder to tell.
 With a single reader, readers are fixed (the result holds for this reader only), and the text says so.
@@ -194,7 +195,8 @@ def turing_analysis(rows: list[dict[str, Any]], score_kind: str, margin: float =
                                    **balanced_accuracy(mine, n_perm, seed + k), "binomial": binomial(mine), "n": len(mine)}
     usable = [r for r in firsts if r["reader"] in readers]
     out["balanced_accuracy"] = balanced_accuracy(usable, n_perm, seed)
-    out["binomial"] = binomial(usable) if out["balanced"] else None
+    # per reader only: pooling readers' calls into one binomial test would treat them as independent
+    out["binomial"] = {n: out["per_reader"][n]["binomial"] for n in readers} if out["balanced"] else None
     gens = sorted({generator_of(r) for r in firsts if r["truth"] == "synthetic"})
     if len(gens) >= 2:
         out["generators"] = compare_generators(firsts, score_kind)
