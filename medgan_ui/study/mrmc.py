@@ -164,9 +164,24 @@ def _cov_components(cov: np.ndarray, t_of: np.ndarray, r_of: np.ndarray, design:
     return var, c1, c2, c3
 
 
+def as_data(data: "MRMCData | str | Path | list[dict[str, Any]] | Any") -> MRMCData:
+    """MRMCData from itself, a long-format CSV path, a list of row dicts or a pandas DataFrame
+    (columns reader, treatment, case, truth, rating; a missing treatment means one treatment)."""
+    if isinstance(data, MRMCData):
+        return data
+    if isinstance(data, (str, Path)):
+        return read_mrmc_csv(data)
+    if hasattr(data, "to_dict"):
+        data = data.to_dict("records")
+    return MRMCData.from_rows([{"treatment": "1", **r} for r in data])
+
+
 def or_analysis(data: MRMCData, cov_method: str = "jackknife", readers: str = "random", cases: str = "random",
                 conf: float = 0.95) -> dict[str, Any]:
-    """The full OR analysis; see the module docstring for which formulas each choice uses."""
+    """The full OR analysis; see the module docstring for which formulas each choice uses.
+    cov_method 'DeLong' or 'jackknife' (any case); readers and cases 'random' or 'fixed'."""
+    data = as_data(data)
+    cov_method = {m.lower(): m for m in COV_METHODS}.get(str(cov_method).lower(), cov_method)
     if cov_method not in COV_METHODS:
         raise UserError(f"covariance method must be one of {COV_METHODS}, got {cov_method!r}")
     if readers not in ("random", "fixed") or cases not in ("random", "fixed") or readers == cases == "fixed":
@@ -284,7 +299,7 @@ def _reader_diffs(theta, cov, t_of, r_of, design, conf, treatments, reader_names
 
 def single_reader(data: MRMCData, conf: float = 0.95) -> list[dict[str, Any]]:
     """Each reader x treatment AUC with its DeLong standard error and normal CI (clipped to [0, 1])."""
-    treatments, reader_names, groups, _ = reader_aucs(data)
+    treatments, reader_names, groups, _ = reader_aucs(as_data(data))
     out = []
     for i, tr in enumerate(treatments):
         for j, rd in enumerate(reader_names):

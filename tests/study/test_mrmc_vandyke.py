@@ -165,3 +165,22 @@ def test_csv_reader_accepts_mrmcaov_names_and_rejects_bad_rows(tmp_path):
     (tmp_path / "nocol.csv").write_text("reader,case,rating\n1,1,3\n")
     with pytest.raises(UserError, match="truth"):
         mrmc.read_mrmc_csv(tmp_path / "nocol.csv")
+
+
+def test_cli_reproduces_the_published_fixed_reader_result(capsys):
+    import json
+
+    from medgan_ui.cli import main
+
+    assert main(["study", "analyze", "--mrmc-csv", str(_vandyke()), "--cov", "jackknife", "--fixed-readers", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert sig(res["or"]["test"]["X2"], 5.475953) and sig(res["or"]["test"]["p"], 0.01927984)
+    # row dicts, a path or MRMCData: the same analysis
+    assert mrmc.or_analysis(str(_vandyke()), "delong")["test"]["F"] == pytest.approx(4.484854, rel=1e-6)
+
+
+def test_random_readers_jackknife_matches_published_or_dbm_output():
+    """Random readers and cases with the jackknife (MRMCaov's default method): the values its documentation
+    prints for this VanDyke example (not listed in data/mrmc/README.md)."""
+    res = mrmc.or_analysis(load(), "jackknife", "random")
+    assert sig(res["test"]["F"], 4.456319) and sig(res["test"]["df2"], 15.25967) and sig(res["test"]["p"], 0.05166569)

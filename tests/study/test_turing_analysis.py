@@ -128,3 +128,28 @@ def test_equivalence_is_two_one_sided_tests():
     assert e["ci90"] == pytest.approx([0.52 - q * 0.02, 0.52 + q * 0.02])
     assert e["p"] == pytest.approx(max(stats.t.sf((0.52 - 0.4) / 0.02, 30), stats.t.cdf((0.52 - 0.6) / 0.02, 30)))
     assert e["equivalent"] == (e["p"] < 0.05)
+
+
+def test_old_study_without_margin_uses_the_default(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from medgan_ui.study import analysis
+    from medgan_ui.study.store import CaseInput, StudyStore
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    store = StudyStore(tmp_path / "s.sqlite")
+    cases = [CaseInput(t, f"s{i}", {"findings": [], "class": "No Finding", "source_name": t}, buf.getvalue())
+             for i, t in enumerate(["real", "synthetic"] * 4)]
+    sid, code = store.create_study("old", {"findings": ["No Finding"], "score_kind": "confidence"}, cases)
+    truth = {c["id"]: c["truth"] for c in store.cases(sid)}
+    for k, name in enumerate(("A", "B")):
+        tok = store.sign_in(name, code).token
+        while (n := store.next_case(tok)).case_id:
+            store.rate(tok, n.case_id, truth[n.case_id] if k == 0 else "real", 3 + sum(map(ord, n.case_id)) % 3, "No Finding")
+    res = analysis.analyze(store, sid)
+    assert res["turing"]["margin"] == 0.1 and "conclusion" in res["turing"]
+    csv_text = analysis.ratings_csv(store.ratings_rows(sid), "confidence")
+    assert csv_text.splitlines()[0].startswith("reader,treatment,case,truth,rating,time")
