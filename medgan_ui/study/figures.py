@@ -76,6 +76,24 @@ def draw_recognition(ax: Any, findings: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
 
 
+def draw_generators(ax: Any, gen: dict[str, Any], margin: float | None) -> None:
+    """Reader-averaged AUC per generator with its OR 95% CI (lower = harder to tell from real)."""
+    names = list(gen["auc"])
+    y = np.arange(len(names), 0, -1, dtype=float)
+    if margin:
+        ax.axvspan(0.5 - margin, 0.5 + margin, color="#55A868", alpha=0.15)
+    ax.axvline(0.5, color="grey", ls="--", lw=1)
+    for yi, name in zip(y, names):
+        a = gen["auc"][name]
+        ax.errorbar(a["estimate"], yi, xerr=[[a["estimate"] - a["ci95"][0]], [a["ci95"][1] - a["estimate"]]],
+                    fmt="D", color="k", capsize=4)
+    ax.set_yticks(y, names)
+    ax.set_ylim(0.3, len(names) + 0.7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("reader-averaged AUC (OR 95% CI); lower = harder to tell from real")
+    ax.set_title(f"Generators (OR F-test p = {gen['test']['p']:.3g})")
+
+
 def roc_figure(result: dict[str, Any]) -> Figure:
     t = result["turing"]
     fig = Figure(figsize=(5.5, 5.5), dpi=100, layout="constrained")
@@ -102,15 +120,19 @@ def forest_figure(result: dict[str, Any]) -> Figure:
 def summary_figure(result: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> Figure:
     """ROC, forest plot and finding recognition side by side (what `study analyze --figure` writes)."""
     t = result["turing"]
-    panels = 3 if result.get("findings", {}).get("recognition") else 2
+    has_rec = bool(result.get("findings", {}).get("recognition"))
+    has_gen = bool((t.get("generators") or {}).get("auc"))
+    panels = 2 + has_rec + has_gen
     fig = Figure(figsize=(6 * panels, 6), dpi=100, layout="constrained")
     axes = fig.subplots(1, panels)
     if t.get("roc"):
         draw_roc(axes[0], t["roc"], t.get("auc"), t.get("per_reader", {}))
     if t.get("per_reader"):
         draw_forest(axes[1], t["per_reader"], t.get("auc"), t.get("margin"))
-    if panels == 3:
-        draw_recognition(axes[2], result["findings"])
+    if has_gen:
+        draw_generators(axes[2], t["generators"], t.get("margin"))
+    if has_rec:
+        draw_recognition(axes[-1], result["findings"])
     fig.suptitle(t.get("conclusion", ""), wrap=True, fontsize=9)
     return fig
 
