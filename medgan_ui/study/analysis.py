@@ -265,8 +265,10 @@ def analyze_mrmc_file(path: str | Path, cov_method: str = "DeLong", readers: str
         block = turing.vs_chance(sub, margin, who, cov_method, readers, cases)
         if not ours:
             a = block["auc"]
+            eq = block["equivalence"]
             block["conclusion"] = (f"Treatment {tr}: reader-averaged AUC {a['estimate']:.3f} (95% CI {a['ci95'][0]:.3f} to "
-                                   f"{a['ci95'][1]:.3f}; {who}; {a['method']}).")
+                                   f"{a['ci95'][1]:.3f}, p = {a['p_vs_chance']:.4g} vs 0.5; equivalence to 0.5 within "
+                                   f"±{margin:g} {'shown' if eq['equivalent'] else 'not shown'}; {who}; {a['method']}).")
         block.update({"margin": margin, "roc": turing.roc_curves(data, tr),
                       "per_reader": {p["reader"]: {"auc": p["estimate"], "ci95": p["ci"], "se": p["se"]}
                                      for p in single if p["treatment"] == str(tr)}})

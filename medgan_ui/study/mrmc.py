@@ -143,9 +143,10 @@ def reader_aucs(data: MRMCData) -> tuple[list, list, list[list[roc_cov.GroupROC]
             except ValueError as exc:
                 raise UserError(f"reader {r!r}, treatment {t!r}: {exc}") from None
         groups.append(row)
-    for c in set(cidx.tolist()):  # a case's truth must not change between readers
-        if len(set(data.truth[cidx == c].tolist())) > 1:
-            raise UserError(f"case {cases[c]!r} has both truth 0 and 1 in different rows")
+    pairs = np.unique(np.stack([cidx, data.truth.astype(int)]), axis=1)  # a case's truth must not change
+    ids, counts = np.unique(pairs[0], return_counts=True)
+    if (counts > 1).any():
+        raise UserError(f"case {cases[int(ids[counts > 1][0])]!r} has both truth 0 and 1 in different rows")
     return treatments, readers, groups, len(cases)
 
 

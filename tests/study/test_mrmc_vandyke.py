@@ -184,3 +184,17 @@ def test_random_readers_jackknife_matches_published_or_dbm_output():
     prints for this VanDyke example (not listed in data/mrmc/README.md)."""
     res = mrmc.or_analysis(load(), "jackknife", "random")
     assert sig(res["test"]["F"], 4.456319) and sig(res["test"]["df2"], 15.25967) and sig(res["test"]["p"], 0.05166569)
+
+
+def test_inconsistent_truth_and_missing_cells_are_clear_errors():
+    rows = [{"reader": r, "treatment": "1", "case": c, "truth": int(c >= 3), "rating": c} for r in "ab" for c in range(6)]
+    bad = [dict(x, truth=1) if x["reader"] == "b" and x["case"] == 0 else x for x in rows]
+    with pytest.raises(UserError, match="case 0 has both truth"):
+        mrmc.or_analysis(bad)
+    two = rows + [dict(x, treatment="2") for x in rows if x["reader"] == "a"]
+    with pytest.raises(UserError, match="reader 'b' has no ratings under treatment '2'"):
+        mrmc.or_analysis(two)
+    with pytest.raises(UserError, match="random readers need >= 2"):
+        mrmc.or_analysis([x for x in rows if x["reader"] == "a"])
+    one = mrmc.or_analysis([x for x in rows if x["reader"] == "a"], "DeLong", "fixed")
+    assert one["treatment_means"][0]["estimate"] == 1.0
