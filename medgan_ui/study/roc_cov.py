@@ -25,7 +25,7 @@ needed. Because the leave-one-out values of an AUC average exactly to the AUC, a
 not read contributes 0: pairs of groups that share no case get covariance exactly 0, as the OR model
 for nested designs requires (Obuchowski & Rockette 1995; Hillis 2007). One consequence, kept for
 agreement with MRMCaov: a group that read c_g of the c cases gets the factor (c-1)/c, not (c_g-1)/c_g,
-so its variance is (c-1) c_g / (c (c_g-1)) of its own-case jackknife (0.2 % more for VanDyke `case2`).
+so its variance is (c-1) c_g / (c (c_g-1)) of its own-case jackknife (0.7 % more for VanDyke `case2`).
 The Turing analysis uses DeLong, where each pair is weighted by its own case counts.
 """
 from __future__ import annotations
