@@ -52,8 +52,14 @@ def test_size_helper_behaves_like_power():
     assert adv["power_detect"][adv["readers"].index(adv["readers_needed_detect"])] >= 0.8
 
 
-def test_size_helper_agrees_with_simulation_at_one_design():
-    """Analytic equivalence power vs simulated studies (bench/mrmc_coverage.py: 10 readers, 100 + 100 images,
-    93.5% of 1000 studies concluded equivalence); the default components are conservative-ish, not exact."""
-    p = sample_size.power_equivalence(sample_size.default_components(100, 100), 10, 0.1)
-    assert 0.6 < p <= 1.0
+@pytest.mark.parametrize("readers, n, goal, simulated", [
+    (10, 100, "equivalence", 0.935), (5, 40, "equivalence", 0.284), (5, 40, "detect", 0.532)])
+def test_size_helper_agrees_with_simulated_studies(readers, n, goal, simulated):
+    """Analytic power vs the share of 1000 simulated studies that reached the goal (bench/mrmc_coverage.py,
+    Dec 2026: equivalence within 0.1 at chance; rejecting chance at separation 0.5, AUC about 0.6).
+    The default components are a little conservative; within 0.1 of the simulation."""
+    if goal == "equivalence":
+        p = sample_size.power_equivalence(sample_size.default_components(n, n), readers, 0.1)
+    else:
+        p = sample_size.power_vs_chance(sample_size.default_components(n, n, 0.6), readers, 0.6)
+    assert abs(p - simulated) < 0.1, p
