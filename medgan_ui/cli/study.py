@@ -1,4 +1,4 @@
-"""`medgan study create | status | export | analyze | add-reader | close | open`: reader studies headless."""
+"""`medgan study create | status | export | analyze | add-reader | reset-reader | close | open`: reader studies headless."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     add_workspace_arg(p)
     p.set_defaults(func=_add_reader)
+
+    p = ssub.add_parser("reset-reader", help="a new reader code for a reader who lost theirs (ends their sessions)")
+    p.add_argument("id")
+    p.add_argument("name")
+    add_workspace_arg(p)
+    p.set_defaults(func=_reset_reader)
 
     p = ssub.add_parser("export", help="every rating as CSV (with truth: for the organiser only)")
     p.add_argument("id")
@@ -120,6 +126,13 @@ def _open(args: argparse.Namespace) -> int:
 def _add_reader(args: argparse.Namespace) -> int:
     code = _store(args).add_reader(args.id, args.name)
     print(f"reader code for {args.name}: {code}")
+    return 0
+
+
+def _reset_reader(args: argparse.Namespace) -> int:
+    code = _store(args).reset_reader(args.id, args.name)
+    print(f"new reader code for {args.name}: {code}   (give it to the reader: sign in with name + this code; "
+          "the old code and their open sessions no longer work)")
     return 0
 
 

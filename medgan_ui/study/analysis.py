@@ -14,7 +14,6 @@ Conventions (stated in every output so a reader of the numbers can check them):
 """
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 import json
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan_ui.security.csv_cells import SafeDictWriter
 from medgan_ui.study.store import StudyStore
 
 NO_FINDING = "No Finding"
@@ -218,7 +218,7 @@ def turing_test_block(result: dict[str, Any]) -> dict[str, Any]:
 # ---- exports ---------------------------------------------------------------------------------------------
 def ratings_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = SafeDictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")  # reader text: no formulas
     w.writeheader()
     for r in rows:
         fc = finding_correct(r["finding"], r["labels"].get("findings", []))
