@@ -88,12 +88,17 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = _store(args)
+    from pathlib import Path
+
+    from medgan_ui.study.integrity import report_line
+
+    store = _store(args)  # a damaged database stops here with a message (never an empty list)
     if not args.id:
         rows = store.list_studies()
         if args.json:
             print(json.dumps(rows, indent=2, default=str))
             return 0
+        print(report_line(Path(store.path), store.integrity))
         for s in rows:
             print(f"{s['id']}  {s['status']:6}  cases {s['n_cases']:4}  readers {s['n_readers']:3}  {s['name']}")
         if not rows:

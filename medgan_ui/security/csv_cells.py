@@ -7,7 +7,8 @@ The rule (OWASP "CSV Injection"): a *text* cell whose first character is = + - @
 leading single quote, which spreadsheets show as text and never evaluate. Numbers written as numbers
 (int, float, numpy scalars) are not text and pass unchanged, so `-0.5` in a numeric column stays a
 number; the same `-0.5` typed by a reader (a str) is quoted, because the writer cannot tell a number
-from the start of `-0.5+cmd|...`. Readers of our own CSVs (labels.csv) undo the quote with
+from the start of `-0.5+cmd|...`. Line breaks inside text are written as LF: csv quotes only the line
+terminator's characters, and a bare CR left unquoted would split the row in a spreadsheet. Readers of our own CSVs (labels.csv) undo the quote with
 `restore_cell`/`dict_rows`, so a label such as `-1` round-trips.
 
 Kept free of gan/ui imports: any layer may use it.
@@ -24,15 +25,16 @@ QUOTE = "'"
 
 def safe_cell(value: Any) -> Any:
     """`value` as it may go into a CSV cell: text starting with a formula character is quoted."""
-    if isinstance(value, str) and value.startswith(TRIGGERS):
-        return QUOTE + value
+    if isinstance(value, str):
+        if value.startswith(TRIGGERS):
+            value = QUOTE + value
+        # a bare CR is not quoted by csv when lines end in "\n", yet spreadsheets break the row there
+        return value.replace("\r\n", "\n").replace("\r", "\n") if "\r" in value else value
     if isinstance(value, (bool, numbers.Number)) or value is None:
         return value
     if isinstance(value, bytes):
         return safe_cell(value.decode("utf-8", "replace"))
-    if not isinstance(value, str):  # anything else is written via str(): check that text
-        return safe_cell(str(value))
-    return value
+    return safe_cell(str(value))  # anything else is written via str(): check that text
 
 
 def safe_row(row: Iterable[Any]) -> list[Any]:

@@ -24,7 +24,6 @@ from typing import Any
 
 from medgan_ui.errors import UserError
 from medgan_ui.security.throttle import Throttle
-from medgan_ui.study import integrity
 from medgan_ui.study.store import CredentialError, NextCase, Session, StudyStore, image_key_for
 from medgan_ui.workspace import Workspace
 
@@ -95,15 +94,12 @@ def mount_study_routes(app: Any, workspace: Workspace, prefix: str = PREFIX) -> 
     """
     if hasattr(app, "get_blocks"):
         protect_study_files(app.get_blocks(), workspace)
-    import sys
-
     from fastapi import Header, HTTPException, Query, Request
     from fastapi.responses import JSONResponse, Response
 
     from medgan_ui.security.throttle import client_key
 
-    store = StudyStore(workspace.studies_db)  # raises DatabaseDamaged: the server does not start on a damaged file
-    print(integrity.report_line(workspace.studies_db, store.integrity), file=sys.stderr, flush=True)
+    store = StudyStore(workspace.studies_db)  # logs the start-up check; DatabaseDamaged stops the server starting
 
     def bearer(authorization: str | None) -> str:
         if not authorization or not authorization.lower().startswith("bearer "):

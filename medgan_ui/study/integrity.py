@@ -97,7 +97,7 @@ def check_database(path: Path, retries: int = 3) -> dict[str, int]:
         time.sleep(0.2)
         problem = wal_problem(wal)
     if problem:
-        raise DatabaseDamaged(_damaged(path, wal, problem))
+        raise _report(DatabaseDamaged(_damaged(path, wal, problem)))
     if not path.exists() or path.stat().st_size == 0:
         return {"studies": 0, "readers": 0, "ratings": 0}
     try:
@@ -110,10 +110,15 @@ def check_database(path: Path, retries: int = 3) -> dict[str, int]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise DatabaseDamaged(_damaged(path, None, f"SQLite cannot read it: {exc}")) from None
+        raise _report(DatabaseDamaged(_damaged(path, None, f"SQLite cannot read it: {exc}"))) from None
     if rows != ["ok"]:
-        raise DatabaseDamaged(_damaged(path, None, "PRAGMA quick_check found: " + "; ".join(rows[:5])))
+        raise _report(DatabaseDamaged(_damaged(path, None, "PRAGMA quick_check found: " + "; ".join(rows[:5]))))
     return counts
+
+
+def _report(exc: DatabaseDamaged) -> DatabaseDamaged:
+    log.error("%s", exc)  # in the server log with a time stamp, besides the message the caller shows
+    return exc
 
 
 def _damaged(path: Path, wal: Path | None, problem: str) -> str:
