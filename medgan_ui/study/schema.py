@@ -1,6 +1,7 @@
 """The study database's schema, and the codes and tokens that guard it.
 
-Codes (study access codes, personal reader codes) are 12 characters from a 32-letter alphabet
+Codes (study access codes; personal reader codes, issued by the organiser or at a reader's first
+sign-in, which bind the reader's name) are 12 characters from a 32-letter alphabet
 (60 bits), tokens 256 bits; both are stored only as SHA-256 hashes, so a copy of the database does
 not let anyone sign in.
 """

@@ -299,8 +299,11 @@ def test_damaged_wal_is_reported_loudly_and_left_untouched(env, tmp_path):
     assert out.returncode == 2 and "is damaged" in out.stderr and "studies.sqlite-wal" in out.stderr
     assert "restore" in out.stderr and "no studies yet" not in out.stdout
 
-    with pytest.raises(RuntimeError, match="is damaged"):  # the server refuses to start, saying why
+    with pytest.raises(RuntimeError, match="is damaged"):  # the reading server refuses to start, saying why
         fx.start_server(copy.root)
+    with pytest.raises(RuntimeError, match="is damaged"):  # and so does the full studio
+        fx.start_server(copy.root, reader_only=False)
+    assert "ERROR medgan_ui.study" in "".join(p.read_text() for p in copy.root.glob("server-*.log"))
     assert _digest(copy) == before  # nothing was read into SQLite or changed: ready for a restore
 
 
