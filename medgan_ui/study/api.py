@@ -20,6 +20,7 @@ address (security.throttle): 429 with Retry-After while a client must wait.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from medgan_ui.errors import UserError
@@ -28,6 +29,7 @@ from medgan_ui.study.store import CredentialError, NextCase, Session, StudyStore
 from medgan_ui.workspace import Workspace
 
 PREFIX = "/study"
+log = logging.getLogger("medgan_ui.study")
 # one per process, shared by the JSON route and the Gradio sign-in form (same guesses, same budget)
 SIGNIN_THROTTLE = Throttle("study sign-in")
 
@@ -39,7 +41,8 @@ def throttled_sign_in(store: StudyStore, client: str, name: str, code: str, read
         raise SignInThrottled(refusal, SIGNIN_THROTTLE.retry_after(client))
     try:
         sess = store.sign_in(name, code, reader_code)
-    except CredentialError:
+    except CredentialError as exc:
+        log.warning("study sign-in refused from %s: %s", client, exc)  # names the reader, never a code
         SIGNIN_THROTTLE.failure(client)  # logs the client address and the wait now imposed
         raise
     SIGNIN_THROTTLE.success(client)

@@ -108,6 +108,8 @@ def reader_name(name: str) -> str:
     if len(name) > MAX_READER_NAME_CHARS:
         raise UserError(f"reader name is {len(name):,} characters long; names are limited to "
                         f"{MAX_READER_NAME_CHARS} characters (MAX_READER_NAME_CHARS): enter a shorter name")
+    if not name.isprintable():  # control / direction-override characters would disguise a name in tables
+        raise UserError("reader name contains control characters: type it with letters, digits and punctuation only")
     return name
 
 

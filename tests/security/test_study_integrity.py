@@ -93,7 +93,10 @@ def test_same_name_needs_the_reader_code(env):
         assert again["next"]["answered"] == 1 and again["next"]["case"] != alice["next"]["case"]
     rows = [(x["reader"], x["call"]) for x in StudyStore(ws.studies_db).ratings_rows(sid)]
     assert rows.count(("Dr Alice", "synthetic")) == 1 and len([r for r in rows if r[0] == "Dr Alice"]) == 1
-    assert "failed study sign-in from 127.0.0.1" in server_log(ws)
+    log = server_log(ws)
+    assert "failed study sign-in from 127.0.0.1" in log
+    assert "study sign-in refused from 127.0.0.1: wrong reader code for 'Dr Alice'" in log
+    assert secret not in log and code not in log  # codes are never logged
 
 
 def test_organiser_resets_a_lost_reader_code(env):
@@ -130,6 +133,8 @@ def test_huge_reader_names_are_refused(env):
     assert post_signin(base, {"name": "z" * MAX_READER_NAME_CHARS, "code": code}).status_code == 200
     with pytest.raises(UserError, match="limited to"):
         StudyStore(ws.studies_db).add_reader(sid, "w" * 5000)
+    r = post_signin(base, {"name": "Dr \u202eecilA", "code": code})  # a right-to-left override disguising a name
+    assert r.status_code == 401 and "control characters" in r.json()["error"]
 
 
 def test_failed_signins_back_off(env):
