@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,20 @@ def wal_problem(wal: Path) -> str | None:
         if s != struct.unpack(">2I", fh[16:24]):
             return f"frame {i + 1} of {n_frames} has a wrong checksum"
     return None
+
+
+_checked: dict[str, dict[str, int]] = {}  # path -> counts found at this process's first open
+_checked_guard = threading.Lock()
+
+
+def check_once(path: Path) -> dict[str, int]:
+    """`check_database` the first time this process opens `path` (logging the counts); then those counts."""
+    with _checked_guard:
+        if str(path) not in _checked:
+            counts = check_database(path)
+            log.info(report_line(path, counts))
+            _checked[str(path)] = counts
+        return _checked[str(path)]
 
 
 def check_database(path: Path, retries: int = 3) -> dict[str, int]:

@@ -82,18 +82,14 @@ class NextCase:
 class StudyStore:
     _locks: dict[str, threading.Lock] = {}
     _locks_guard = threading.Lock()
-    _checked: dict[str, dict[str, int]] = {}  # path -> counts at this process's first open
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(Path(path))
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with StudyStore._locks_guard:
             self._write_lock = StudyStore._locks.setdefault(self.path, threading.Lock())
-            if self.path not in StudyStore._checked:  # before SQLite touches the files (it would drop a bad log)
-                counts = integrity.check_database(Path(self.path))
-                log.info(integrity.report_line(Path(self.path), counts))
-                StudyStore._checked[self.path] = counts
-        self.integrity = StudyStore._checked[self.path]
+        # before SQLite touches the files (it would silently drop a damaged log); raises DatabaseDamaged
+        self.integrity = integrity.check_once(Path(self.path))
         self._local = threading.local()
         conn = self._conn()
         with self._write_lock:
