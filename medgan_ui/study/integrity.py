@@ -132,7 +132,8 @@ def check_database(path: Path, retries: int = 3) -> dict[str, int]:
 
 
 def _report(exc: DatabaseDamaged) -> DatabaseDamaged:
-    log.error("%s", exc)  # in the server log with a time stamp, besides the message the caller shows
+    if log.hasHandlers():  # the server's log gets it with a time stamp; a bare CLI shows only the caller's message
+        log.error("%s", exc)
     return exc
 
 
