@@ -1,4 +1,4 @@
-"""`medgan study create | status | export | analyze | add-reader | close | open`: reader studies headless."""
+"""`medgan study create | status | export | analyze | add-reader | reset-reader | close | open`: reader studies headless."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace_arg(p)
     p.set_defaults(func=_add_reader)
 
+    p = ssub.add_parser("reset-reader", help="a new reader code for a reader who lost theirs (ends their sessions)")
+    p.add_argument("id")
+    p.add_argument("name")
+    add_workspace_arg(p)
+    p.set_defaults(func=_reset_reader)
+
     p = ssub.add_parser("export", help="every rating as CSV (with truth: for the organiser only)")
     p.add_argument("id")
     p.add_argument("--out", required=True)
@@ -98,12 +104,17 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = _store(args)
+    from pathlib import Path
+
+    from medgan_ui.study.integrity import report_line
+
+    store = _store(args)  # a damaged database stops here with a message (never an empty list)
     if not args.id:
         rows = store.list_studies()
         if args.json:
             print(json.dumps(rows, indent=2, default=str))
             return 0
+        print(report_line(Path(store.path), store.integrity))
         for s in rows:
             print(f"{s['id']}  {s['status']:6}  cases {s['n_cases']:4}  readers {s['n_readers']:3}  {s['name']}")
         if not rows:
@@ -136,6 +147,13 @@ def _open(args: argparse.Namespace) -> int:
 def _add_reader(args: argparse.Namespace) -> int:
     code = _store(args).add_reader(args.id, args.name)
     print(f"reader code for {args.name}: {code}")
+    return 0
+
+
+def _reset_reader(args: argparse.Namespace) -> int:
+    code = _store(args).reset_reader(args.id, args.name)
+    print(f"new reader code for {args.name}: {code}   (give it to the reader: sign in with name + this code; "
+          "the old code and their open sessions no longer work)")
     return 0
 
 

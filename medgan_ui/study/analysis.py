@@ -14,7 +14,6 @@ Conventions (stated in every output so a reader of the numbers can check them):
 """
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 import json
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medgan_ui.security.csv_cells import SafeDictWriter
 from medgan_ui.study import turing
 from medgan_ui.study.findings import finding_stats
 from medgan_ui.study.store import StudyStore
@@ -290,7 +290,7 @@ def ratings_csv(rows: list[dict[str, Any]], score_kind: str = "realism") -> str:
     """Every rating in the MRMC long format (see CSV_FIELDS); `medgan study analyze --mrmc-csv` reads it back."""
     gens = sorted({turing.generator_of(r) for r in rows if r["truth"] == "synthetic"})
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = SafeDictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")  # reader text: no formulas
     w.writeheader()
     for r in rows:
         fc = finding_correct(r["finding"], r["labels"].get("findings", []))

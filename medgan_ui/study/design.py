@@ -8,7 +8,6 @@ follow image content (GAN noise compresses differently from real film grain) and
 """
 from __future__ import annotations
 
-import csv
 import io
 import random
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +20,7 @@ from PIL import Image
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.preprocess import prepare_array
 from medgan_ui.errors import UserError
+from medgan_ui.security.csv_cells import dict_rows
 from medgan_ui.study.sample_size import study_size_advice
 from medgan_ui.study.store import SCORE_KINDS, CaseInput, StudyStore
 from medgan_ui.workspace import Workspace
@@ -128,7 +128,7 @@ def read_synthetic_folder(folder: str | Path) -> list[Item]:
     if not csv_path.is_file():
         raise UserError(f"{folder}: no labels.csv; a synthetic set folder needs images plus labels.csv (as `medgan sample` writes)")
     with open(csv_path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = list(dict_rows(fh))  # undoes the formula quoting of the writer
     if not rows:
         raise UserError(f"{csv_path}: no rows")
     cols = list(rows[0].keys())

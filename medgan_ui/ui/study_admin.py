@@ -89,6 +89,10 @@ class AdminHandlers:
         self.check(token)
         return self.store.add_reader(study_id, name)
 
+    def reset_reader(self, token: str | None, study_id: str, name: str) -> str:
+        self.check(token)
+        return self.store.reset_reader(study_id, name)
+
     def progress(self, token: str | None, study_id: str) -> list[dict[str, Any]]:
         self.check(token)
         return self.store.progress(study_id)
@@ -147,6 +151,9 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         login_btn = gr.Button("Sign in", variant="primary", scale=1)
     login_msg = gr.Markdown()
     with gr.Column(visible=False) as panel:
+        from medgan_ui.study import integrity
+
+        gr.Markdown("Database check at start-up: " + html.escape(integrity.report_line(Path(store.path), store.integrity)))
         with gr.Row():
             study = gr.Dropdown([], label="Study", scale=4)
             refresh = gr.Button("Refresh", scale=1)
@@ -175,6 +182,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
             code_btn = gr.Button("New access code")
             r_name = gr.Textbox(label="Reader name", scale=2)
             reader_btn = gr.Button("Issue reader code")
+            reset_btn = gr.Button("Reset reader code")
         action_msg = gr.Markdown()
         progress_tbl = gr.Dataframe(headers=["reader", "answered", "total", "personal code", "last answer"], interactive=False)
         results_btn = gr.Button("Show results")
@@ -266,6 +274,11 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         prog = _progress_rows(admin.progress(tok, sel))
         return gr.update(), gr.update(), prog, f"Reader code for {html.escape(rname)}: `{code}` (only this code signs in under that name)."
 
+    def on_reset(tok, sel, rname) -> tuple:
+        code = admin.reset_reader(tok, sel, rname)
+        return (gr.update(), gr.update(), gr.update(),
+                f"New reader code for {html.escape(rname)}: `{code}` (the old code and their open sessions no longer work).")
+
     refresh.click(guarded(on_refresh), [token, study], outs, api_visibility="private")
     study.change(guarded(on_refresh), [token, study], outs, api_visibility="private")
     create_btn.click(guarded(on_create), [token, c_name, c_real, c_part, c_syn, c_classes, c_nreal, c_nsyn, c_rep, c_score, c_seed,
@@ -275,6 +288,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
     open_btn.click(guarded(on_status("open")), [token, study], outs, api_visibility="private")
     code_btn.click(guarded(on_code), [token, study], outs, api_visibility="private")
     reader_btn.click(guarded(on_reader), [token, study, r_name], outs, api_visibility="private")
+    reset_btn.click(guarded(on_reset), [token, study, r_name], outs, api_visibility="private")
 
     def on_results(tok, sel) -> tuple:
         try:
