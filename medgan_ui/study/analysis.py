@@ -14,6 +14,7 @@ Conventions (stated in every output so a reader of the numbers can check them):
 """
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 import json
