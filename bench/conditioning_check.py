@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medgan_ui.data.imageset import ImageSet  # noqa: E402
 from medgan_ui.data.phantom import cardiothoracic_ratio, demo_imageset  # noqa: E402
 from medgan_ui.gan import engine  # noqa: E402
+from medgan_ui.gan.runs import Run  # noqa: E402
 from medgan_ui.gan.config import make_configs  # noqa: E402
 from medgan_ui.gan.sampling import generate, load_run  # noqa: E402
 from medgan_ui.workspace import Workspace  # noqa: E402
@@ -113,7 +114,7 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, p
     tc, mc = make_configs("gdgan", preset, **settings)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
-        run_id = engine.create_run(ws, gan_data, tc, mc)
+        run_id = Run.create(ws, gan_data, tc, mc).id
         summary = engine.train(gan_data, tc, mc, ws.run_dir(run_id))
         if summary["status"] != "finished":
             raise RuntimeError(f"training did not finish: {summary}")

@@ -16,7 +16,8 @@ from medgan_ui.gan.device import amp_dtype, autocast, cpu_has_native_bf16, pick_
 from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.grid import default_cells
 from medgan_ui.gan.base import LabelSchema
-from medgan_ui.gan.runs import read_metrics, validate
+from medgan_ui.gan.registry import validate_run as validate
+from medgan_ui.gan.runs import Run, list_runs, read_jsonl
 from medgan_ui.workspace import Workspace, read_json
 
 torch.set_num_threads(1)
@@ -30,7 +31,7 @@ def demo():
 def _run(tmp_path, ds, kind="gdgan", **over):
     tc, mc = make_configs(kind, "tiny", **over)
     ws = Workspace(tmp_path / "ws")
-    run_id = engine.create_run(ws, ds, tc, mc)
+    run_id = Run.create(ws, ds, tc, mc).id
     return ws, run_id, tc, mc
 
 
@@ -41,7 +42,7 @@ def test_train_writes_metrics_grids_checkpoints_and_events(tmp_path, demo):
     summary = engine.train(demo, tc, mc, run_dir, on_progress=events.append)
     assert summary["status"] == "finished" and summary["step"] == 6
     assert summary["checkpoint"].endswith("step_000006.pt")
-    lines = read_metrics(run_dir / "metrics.jsonl")
+    lines = read_jsonl(run_dir / "metrics.jsonl")
     assert [ln["step"] for ln in lines] == [2, 3, 4, 6]
     for ln in lines:
         assert {"step", "stage", "losses", "img_per_s", "step_time_s", "time", "elapsed_s"} <= set(ln)
@@ -64,7 +65,7 @@ def test_train_writes_metrics_grids_checkpoints_and_events(tmp_path, demo):
     assert config["kind"] == "gdgan" and config["schema"]["findings"] == demo.findings
     assert config["dataset"]["name"] == "demo" and config["train"]["preset"] == "tiny"
     assert read_json(run_dir / "manifest.json")["run"] == run_id
-    assert engine.list_runs(ws)[0]["status"] == "finished"
+    assert list_runs(ws)[0]["status"] == "finished"
 
 
 def test_cooperative_stop_writes_checkpoint(tmp_path, demo):
@@ -79,7 +80,7 @@ def test_cooperative_stop_writes_checkpoint(tmp_path, demo):
     assert summary["status"] == "stopped" and summary["step"] == 4
     assert summary["checkpoint"].endswith("step_000004.pt")
     assert "--resume" in summary["message"]
-    assert engine.run_status(ws.run_dir(run_id))["status"] == "stopped"
+    assert Run(ws.run_dir(run_id)).status()["status"] == "stopped"
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, demo, monkeypatch):
@@ -112,8 +113,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, demo, monkeypatch):
     assert ck.resolve(run_dir / "checkpoints").name == "step_000004.pt"
     state = ck.load(run_dir / "checkpoints" / "step_000004.pt")
     assert all(torch.isfinite(t).all() for net in state["nets"].values() for t in net.values() if t.is_floating_point())
-    assert engine.run_status(run_dir)["status"] == "failed"
-    assert [ln["step"] for ln in read_metrics(run_dir / "metrics.jsonl")] == [4]
+    assert Run(run_dir).status()["status"] == "failed"
+    assert [ln["step"] for ln in read_jsonl(run_dir / "metrics.jsonl")] == [4]
 
 
 def test_bad_input_is_refused_before_compute(tmp_path, demo):
@@ -133,17 +134,17 @@ def test_bad_input_is_refused_before_compute(tmp_path, demo):
         validate(no_nodule, dtc, dmc)
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(UserError, match="not found"):
-        engine.resume_run(ws, "gdgan-nope")
-    run_id = engine.create_run(ws, demo, tc, mc)
+        Run.open(ws, "gdgan-nope").resume()
+    run_id = Run.create(ws, demo, tc, mc).id
     with pytest.raises(UserError, match="no checkpoint"):
-        engine.resume_run(ws, run_id, dataset=demo)
+        Run.open(ws, run_id).resume(dataset=demo)
     bad = ws.run_dir(run_id) / "checkpoints" / "step_000003.pt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="step_000003.pt cannot be read"):
-        engine.resume_run(ws, run_id, dataset=demo)
+        Run.open(ws, run_id).resume(dataset=demo)
     with pytest.raises(UserError, match="step_000009 does not exist|step_000009.pt does not exist"):
-        engine.resume_run(ws, run_id, dataset=demo, checkpoint="step_000009")
+        Run.open(ws, run_id).resume(dataset=demo, checkpoint="step_000009")
 
 
 def test_device_choice():

@@ -94,7 +94,7 @@ def test_messages_are_plain_sentences():
 
 
 def test_run_list_after_restart_shows_interrupted_run(tmp_path):
-    from medgan_ui.jobs import JobManager, run_summaries
+    from medgan_ui.gan.runs import list_runs
     from medgan_ui.workspace import Workspace, atomic_write_json
 
     ws = Workspace(tmp_path)
@@ -104,9 +104,10 @@ def test_run_list_after_restart_shows_interrupted_run(tmp_path):
     # what a killed app leaves behind: the engine said "running" from a process that is gone
     atomic_write_json(folder / "status.json", {"status": "running", "step": 20, "total": 50, "pid": 999_999_999,
                                                "host": "elsewhere"})
-    rows = run_summaries(ws, JobManager(ws))
+    rows = list_runs(ws)
     assert rows == [{"run_id": "gdgan-1", "model": "gdgan", "preset": "tiny", "status": "interrupted", "step": 20,
-                     "steps": 50, "message": "", "job_id": None}]
+                     "total": 50, "dataset": None, "checkpoint": None, "updated": None, "message": "",
+                     "job_id": None}]
 
 
 def test_background_dataset_load_says_it_is_still_loading(tmp_path):

@@ -88,6 +88,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medgan_ui.gan import engine
+    from medgan_ui.gan.runs import Run
     from medgan_ui.gan.device import init_distributed, shutdown_distributed
     from medgan_ui.workspace import Workspace
 
@@ -96,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.model or args.data or args.epochs:
             raise UserError("--resume continues a run with its own model and data; drop --model/--data/--epochs")
         try:
-            summary = engine.resume_run(ws, args.resume, steps=args.steps, checkpoint=args.checkpoint,
-                                        device=args.device, progress_bar=not args.no_progress)
+            summary = Run.open(ws, args.resume).resume(steps=args.steps, checkpoint=args.checkpoint,
+                                                       device=args.device, progress_bar=not args.no_progress)
         finally:
             shutdown_distributed()
         return _report(summary)
@@ -108,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg, model_cfg, dataset = prepare(args, ws)
     dctx, _ = init_distributed(train_cfg.device)
     try:
-        run_id = engine.create_run(ws, dataset, train_cfg, model_cfg) if dctx.is_main else None
+        run_id = Run.create(ws, dataset, train_cfg, model_cfg).id if dctx.is_main else None
         if dctx.enabled:
             import torch.distributed as dist
 
@@ -130,7 +131,8 @@ def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
     from medgan_ui.data.load import load_dataset
     from medgan_ui.data.readers.base import ReadOptions
     from medgan_ui.gan.config import make_configs
-    from medgan_ui.gan.runs import training_part, validate
+    from medgan_ui.gan.feed import training_part
+    from medgan_ui.gan.registry import validate_run
 
     over = _overrides(args)
     train_cfg, model_cfg = make_configs(args.model, args.preset, **over)
@@ -141,7 +143,7 @@ def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
         n_train = len(training_part(dataset))
         over["steps"] = max(1, round(args.epochs * math.ceil(n_train / train_cfg.batch_size)))
         train_cfg, model_cfg = make_configs(args.model, args.preset, **over)
-    validate(dataset, train_cfg, model_cfg)
+    validate_run(dataset, train_cfg, model_cfg)
     return train_cfg, model_cfg, dataset
 
 
@@ -218,7 +220,7 @@ def _top_up_cells(ws, run, target: int) -> list:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from medgan_ui.gan.engine import list_runs
+    from medgan_ui.gan.runs import list_runs
     from medgan_ui.workspace import Workspace
 
     rows = list_runs(Workspace(args.workspace))

@@ -3,6 +3,8 @@
 The model owns its nets, optimisers, losses and schedule (base.GANModel); this file owns the rest:
 device and precision, feeding batches from the on-device uint8 tensor, the sample grid, metrics,
 full-state checkpoints, resume, cooperative stop, NaN detection, progress events and DDP.
+Run folders (create, open, status, list, resume) are gan/runs.py's; the Trainer writes its state
+through that module.
 
 Host syncs: losses stay 0-d device tensors and are summed on the device; they are copied to the
 host once per `log_every` steps (one stacked transfer), which is also where non-finite values are
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,9 +29,11 @@ from medgan_ui.gan.device import (autocast, average_gradients_before_step, broad
                                   init_distributed, precision_name, uses_channels_last)
 from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.grid import FixedGrid, default_cells, save_png
-from medgan_ui.gan.runs import (append_metrics, config_dict, configs_from_dict, model_kind, read_status,
-                                training_part, truncate_metrics, validate, write_status)
-from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, read_json, write_manifest
+from medgan_ui.gan.feed import training_part
+from medgan_ui.gan import registry
+from medgan_ui.gan.registry import config_dict, model_kind, validate_run
+from medgan_ui.gan.runs import Run
+from medgan_ui.workspace import now_iso
 
 Progress = Callable[[dict], None]
 
@@ -61,10 +63,9 @@ def train(dataset: ImageSet, train_cfg, model_cfg, run_dir: Path, *, resume: boo
 class Trainer:
     def __init__(self, dataset: ImageSet, train_cfg, model_cfg, run_dir: Path, *, resume: bool = False,
                  checkpoint: str | None = None) -> None:
-        from medgan_ui.gan.registry import build_model
-
         self.train_cfg, self.model_cfg, self.run_dir = train_cfg, model_cfg, run_dir
-        validate(dataset, train_cfg, model_cfg)
+        self.run_files = Run(run_dir)
+        validate_run(dataset, train_cfg, model_cfg)
         state = None
         if resume:  # read the checkpoint first: a missing/corrupt one must fail before any compute
             state = ckpt.load(ckpt.resolve(run_dir / "checkpoints", checkpoint))
@@ -76,7 +77,7 @@ class Trainer:
         self.total = int(train_cfg.steps)
         seed = int(train_cfg.seed)
         seed_everything(seed)
-        self.model = build_model(model_kind(train_cfg, model_cfg), model_cfg, train_cfg, self.schema, self.device)
+        self.model = registry.build_model(model_kind(train_cfg, model_cfg), model_cfg, train_cfg, self.schema, self.device)
         channels_last = uses_channels_last(self.device) and bool(getattr(train_cfg, "channels_last", True))
         if channels_last:
             for net in self.model.nets.values():
@@ -160,8 +161,8 @@ class Trainer:
         ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
         emit = on_progress if (on_progress and main) else (lambda e: None)
         if main:
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-            write_status(self.run_dir, "running", self.step, self.total)
+            self.run_files.truncate_metrics(self.step)
+            self.run_files.set_status("running", step=self.step, total=self.total)
         bar = None
         if progress_bar and main:
             from tqdm import tqdm
@@ -212,7 +213,7 @@ class Trainer:
                 saved = self._save_checkpoint() if (step % ckpt_every == 0 or step == self.total or stop) else None
                 window_start = time.perf_counter()  # grid/checkpoint time is not training throughput
                 if main:
-                    append_metrics(self.run_dir / "metrics.jsonl", line)
+                    self.run_files.append_metrics(line)
                 eta = (self.total - step) * line["step_time_s"]
                 emit({"step": step, "total": self.total, "losses": means, "img_per_s": line["img_per_s"],
                       "eta_s": eta, "sample_grid": str(grid_path) if grid_path else None,
@@ -222,7 +223,7 @@ class Trainer:
                     shown = [k for k in ("loss_d", "loss_g", "gp") if k in means] or list(means)[:3]
                     bar.set_postfix({k: f"{means[k]:.3g}" for k in shown} | {"img/s": f"{line['img_per_s']:.0f}"})
                 if main and saved:
-                    write_status(self.run_dir, "running", step, self.total, checkpoint=saved.name)
+                    self.run_files.set_status("running", step=step, total=self.total, checkpoint=saved.name)
                 if stop:
                     status, message = "stopped", f"stopped at step {step}; resume with `medgan train --resume {self.run_dir.name}`"
                     break
@@ -231,15 +232,15 @@ class Trainer:
         except BaseException as exc:  # record why the run ended, then let the caller see the error
             if main:
                 ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                write_status(self.run_dir, ended, self.step, self.total, message=f"{type(exc).__name__}: {exc}",
-                             checkpoint=self.last_checkpoint.name if self.last_checkpoint else None)
+                self.run_files.set_status(ended, step=self.step, total=self.total, message=f"{type(exc).__name__}: {exc}",
+                                          checkpoint=self.last_checkpoint.name if self.last_checkpoint else None)
             raise
         finally:
             if bar is not None:
                 bar.close()
         last = self.last_checkpoint.name if self.last_checkpoint else None
         if main:
-            write_status(self.run_dir, status, self.step, self.total, message=message, checkpoint=last)
+            self.run_files.set_status(status, step=self.step, total=self.total, message=message, checkpoint=last)
         summary = {"status": status, "step": self.step, "total": self.total, "message": message,
                    "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                    "run_dir": str(self.run_dir)}
@@ -264,116 +265,3 @@ class Trainer:
 
 def _plain_stage(stage: Any) -> Any:
     return stage if stage is None or isinstance(stage, (int, float, str)) else str(stage)
-
-
-def pid_alive(status: dict[str, Any]) -> bool:
-    if status.get("host") != socket.gethostname() or not status.get("pid"):
-        return False
-    try:
-        os.kill(int(status["pid"]), 0)
-    except OSError:
-        return False
-    return True
-
-
-def run_status(run_dir: Path) -> dict[str, Any]:
-    """status.json, with 'running' turned into 'interrupted' when its process is gone (kill -9, crash)."""
-    status = read_status(run_dir)
-    if status.get("status") == "running" and not pid_alive(status):
-        status["status"] = "interrupted"
-    return status
-
-
-# ---- run folders -------------------------------------------------------------------------------------
-def dataset_ref(ds: ImageSet) -> dict[str, Any]:
-    """What config.json records about the data: enough to reload it for resume and to check it is the same."""
-    simple = {k: v for k, v in ds.meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    simple.pop("loaded_from_cache", None)
-    return {**simple, "options": ds.meta.get("options"), "split_params": ds.meta.get("split_params"),
-            "name": ds.name, "fingerprint": ds.fingerprint, "size": ds.size, "n_images": len(ds),
-            "n_train": len(training_part(ds))}
-
-
-def create_run(workspace: Workspace, dataset: ImageSet, train_cfg, model_cfg) -> str:
-    """Validate, then make runs/<id>/ with config.json + manifest.json; returns the run id."""
-    validate(dataset, train_cfg, model_cfg)
-    kind = model_kind(train_cfg, model_cfg)
-    run_id = new_id(kind)
-    run_dir = workspace.run_dir(run_id)
-    run_dir.mkdir(parents=True)
-    config = {**config_dict(train_cfg, model_cfg, LabelSchema.from_imageset(dataset)), "dataset": dataset_ref(dataset)}
-    atomic_write_json(run_dir / "config.json", config)
-    write_manifest(run_dir, kind="training-run", run=run_id, model=kind, seed=int(train_cfg.seed),
-                   dataset_fingerprint=dataset.fingerprint, dataset=dataset.name, config=config, created=now_iso())
-    write_status(run_dir, "created", 0, int(train_cfg.steps))
-    return run_id
-
-
-def reload_dataset(workspace: Workspace, run_id: str, ref: dict[str, Any], purpose: str = "to resume it") -> ImageSet:
-    """Load run_id's data again from the source recorded in config.json (cached loads are instant);
-    `purpose` ends the message when the data cannot be had."""
-    from medgan_ui.data.load import load_dataset
-    from medgan_ui.data.readers.base import ReadOptions
-
-    config_path = workspace.run_dir(run_id) / "config.json"
-    source = ref.get("source_root")
-    if not source:
-        raise UserError(f"run {run_id} does not record where its training data came from "
-                        f"({config_path} has no dataset.source_root), so it cannot be loaded {purpose}")
-    opts = dict(ref.get("options") or {"size": int(ref["size"])})
-    if opts.get("window") is not None:
-        opts["window"] = tuple(opts["window"])
-    split = ref.get("split_params") or {}
-    kwargs = {"stratify": split["stratify"], "split_seed": split["seed"], "fractions": split["fractions"]} if split else {}
-    if source != "demo" and not Path(source).exists():
-        raise UserError(f"run {run_id}'s training data {source} is not there any more; put it back at that "
-                        f"path (recorded in {config_path}) {purpose}")
-    return load_dataset(source, format=None if source == "demo" else ref.get("format"), options=ReadOptions(**opts),
-                        workspace=workspace, **kwargs)
-
-
-def resume_run(workspace: Workspace, run_id: str, *, dataset: ImageSet | None = None, steps: int | None = None,
-               checkpoint: str | None = None, device: str | None = None, on_progress: Progress | None = None,
-               should_stop: Callable[[], bool] | None = None, progress_bar: bool = False) -> dict:
-    """Continue runs/<run_id> from its latest (or named) checkpoint; `steps` raises the total."""
-    run_dir = workspace.run_dir(run_id)
-    if not (run_dir / "config.json").is_file():
-        raise UserError(f"run {run_id!r} not found in {workspace.runs}; list runs with `medgan runs`")
-    config = read_json(run_dir / "config.json")
-    train_cfg, model_cfg = configs_from_dict(config)
-    ckpt.load(ckpt.resolve(run_dir / "checkpoints", checkpoint))  # a bad checkpoint fails before data loads
-    changes = {k: v for k, v in (("steps", steps), ("device", device)) if v is not None}
-    if changes:
-        train_cfg = dataclasses.replace(train_cfg, **changes)
-        config["train"] = config_dict(train_cfg, model_cfg, LabelSchema(**config["schema"]))["train"]
-        if is_main_process():
-            atomic_write_json(run_dir / "config.json", config)
-    if dataset is None:
-        dataset = reload_dataset(workspace, run_id, config.get("dataset", {}))
-    want = config.get("dataset", {}).get("fingerprint")
-    if want and dataset.fingerprint and want != dataset.fingerprint:
-        raise UserError(f"the data given has fingerprint {dataset.fingerprint}, but run {run_id} trained on "
-                        f"{want} ({config['dataset'].get('name')}); resume with the same data")
-    return train(dataset, train_cfg, model_cfg, run_dir, resume=True, on_progress=on_progress,
-                 should_stop=should_stop, progress_bar=progress_bar, checkpoint=checkpoint)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def list_runs(workspace: Workspace) -> list[dict[str, Any]]:
-    """One row per run folder: id, model, status (running/finished/stopped/failed/interrupted), step."""
-    rows = []
-    for run_dir in workspace.list_runs():
-        try:
-            config = read_json(run_dir / "config.json")
-        except (OSError, ValueError):
-            continue
-        st = run_status(run_dir)
-        rows.append({"run_id": run_dir.name, "model": config.get("kind"),
-                     "preset": config.get("train", {}).get("preset"), "status": st.get("status", "unknown"),
-                     "step": st.get("step", 0), "total": st.get("total", config.get("train", {}).get("steps")),
-                     "dataset": config.get("dataset", {}).get("name"), "checkpoint": st.get("checkpoint"),
-                     "updated": st.get("updated"), "message": st.get("message", "")})
-    return rows

@@ -21,6 +21,11 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().mul_(2.0 / 255.0).sub_(1.0)
 
 
+def training_part(ds: ImageSet) -> ImageSet:
+    """The GAN trains on the train split only (as the reference code); unsplit data is used whole."""
+    return ds.part("train") if ds.split is not None else ds
+
+
 class DeviceBatches:
     def __init__(self, ds: ImageSet, batch_size: int, device: torch.device, seed: int,
                  channels_last: bool = False) -> None:

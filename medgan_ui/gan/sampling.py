@@ -21,7 +21,7 @@ from medgan_ui.gan import checkpoint as ckpt
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.device import pick_device
 from medgan_ui.gan.grid import encode_labels, to_uint8
-from medgan_ui.gan.runs import configs_from_dict
+from medgan_ui.gan.registry import configs_from_dict
 from medgan_ui.workspace import atomic_write_bytes, atomic_write_text, new_id, read_json, write_manifest
 
 Cells = list[tuple[dict[str, str], list[str], int]]

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
-from medgan_ui.jobs import JobManager, run_summaries
+from medgan_ui.gan.runs import list_runs
+from medgan_ui.jobs import JobManager
 from medgan_ui.workspace import Workspace
 
 
@@ -113,5 +114,5 @@ class AppContext:
         return folder
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Every run in the workspace with its status (live job, persisted status, or interrupted)."""
-        return run_summaries(self.workspace, self.jobs)
+        """Every run in the workspace, newest first, in the row format of gan.runs.list_runs."""
+        return list_runs(self.workspace)

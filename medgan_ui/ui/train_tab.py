@@ -16,7 +16,8 @@ import pandas as pd
 
 from medgan_ui.errors import UserError
 from medgan_ui.gan.config import AUGMENTS, MODEL_KINDS, PRESETS, make_configs
-from medgan_ui.jobs import ACTIVE, resume_training, run_status, start_training
+from medgan_ui.gan.runs import Run
+from medgan_ui.jobs import ACTIVE, resume_training, start_training, stop_training
 from medgan_ui.ui.context import AppContext
 from medgan_ui.ui.errors import friendly
 
@@ -44,7 +45,7 @@ def preset_values(kind: str, preset: str) -> dict[str, Any]:
 
 
 def runs_table(ctx: AppContext) -> pd.DataFrame:
-    rows = [[r["run_id"], r["model"], r["preset"], r["status"], r["step"], r["steps"], (r["message"] or "")[:160]]
+    rows = [[r["run_id"], r["model"], r["preset"], r["status"], r["step"], r["total"], (r["message"] or "")[:160]]
             for r in ctx.list_runs()]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
@@ -58,9 +59,7 @@ def loss_figure(run_dir: Path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from medgan_ui.gan.runs import read_metrics
-
-    lines = read_metrics(run_dir / "metrics.jsonl")
+    lines = Run(run_dir).metrics()
     names = sorted({k for m in lines for k, v in (m.get("losses") or {}).items() if v is not None})
     if not names:
         return None
@@ -95,10 +94,10 @@ def live_html(ctx: AppContext, run_id: str | None) -> str:
     """Status line with a progress bar for one run."""
     if not run_id:
         return "<p>No run selected. Load data, choose a model and press <b>Start training</b>.</p>"
-    st = run_status(ctx.workspace, ctx.jobs, run_id)
+    st = Run(ctx.run_dir(run_id), ctx.workspace).status()
     job = ctx.jobs.job_for_run(run_id)
     prog = job["progress"] if job and job["status"] in ACTIVE else {}
-    step, total = st["step"], max(st["total"], 1)
+    step, total = max(st["step"], int(prog.get("step") or 0)), max(st["total"], 1)
     ips = prog.get("img_per_s")
     parts = [f"<b>{html.escape(run_id)}</b> &middot; <span class='mg-st-{st['status']}'>{st['status']}</span>",
              f"step <b id='mg-step'>{step}</b> / {st['total']}"]
@@ -172,10 +171,6 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     @friendly
     def on_start(k, p, n_steps, bs, sd, lrg, lrd, aug):
         ds = ctx.require_dataset()
-        busy = ctx.jobs.active("train")
-        if busy:
-            raise UserError(f"training run {busy[0]['run_id']} is already {busy[0]['status']}: stop it first "
-                            "(or wait for it to finish) before starting another")
         values = {"steps": n_steps, "batch_size": bs, "seed": sd, "lr_g": lrg, "lr_d": lrd, "augment": aug}
         for name, v in values.items():
             if v is None or v == "":
@@ -192,11 +187,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     @friendly
     def on_stop(run_id):
-        active = ctx.jobs.active("train")
-        if not active:
-            raise UserError("no training is running, so there is nothing to stop")
-        job = next((j for j in active if j["run_id"] == run_id), active[0])
-        return ctx.jobs.stop(job["id"]), runs_table(ctx)
+        return stop_training(ctx.jobs, run_id), runs_table(ctx)
 
     stop.click(on_stop, [run_sel], [status, runs], queue=False, api_name="stop_training")
 
@@ -204,9 +195,6 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     def on_resume(run_id, n_steps):
         if not run_id:
             raise UserError("choose a run in 'Run shown below' first")
-        busy = ctx.jobs.active("train")
-        if busy:
-            raise UserError(f"training run {busy[0]['run_id']} is {busy[0]['status']}: stop it or wait before resuming another")
         resume_training(ctx.jobs, ctx.workspace, run_id, ctx.dataset, steps=int(n_steps) if n_steps else None)
         return f"Resuming **{run_id}** from its latest checkpoint.", runs_table(ctx)
 
