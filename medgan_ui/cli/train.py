@@ -16,11 +16,12 @@ from medgan_ui.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medgan_ui.gan.config import MODEL_KINDS, PRESETS
+    from medgan_ui.gan.config import PRESETS
+    from medgan_ui.gan.registry import kinds
 
     p = sub.add_parser("train", help="train a GAN (or resume a run)",
                        description="Train gdgan/acgan/dcgan/pggan on a dataset, or continue a run with --resume.")
-    p.add_argument("--model", choices=MODEL_KINDS, help="model family (required unless --resume)")
+    p.add_argument("--model", choices=kinds(), help="model family (required unless --resume)")
     p.add_argument("--data", help="dataset folder/file, or 'demo' for the built-in phantom")
     p.add_argument("--format", default=None, help="reader name (default: detected from the files)")
     p.add_argument("--preset", default="paper", choices=list(PRESETS), help="settings preset (default: paper)")

@@ -1,6 +1,6 @@
 """One training engine for every model family (gdgan, acgan, dcgan, pggan).
 
-The model owns its nets, optimisers, losses and schedule (base.GANModel); this file owns the rest:
+The model owns its nets, optimisers, losses and schedule (base.ModelFamily); this file owns the rest:
 device and precision, feeding batches from the on-device uint8 tensor, the sample grid, metrics,
 full-state checkpoints, resume, cooperative stop, NaN detection, progress events and DDP.
 Run folders (create, open, status, list, resume) are gan/runs.py's; the Trainer writes its state
@@ -70,7 +70,7 @@ class Trainer:
         if resume:  # read the checkpoint first: a missing/corrupt one must fail before any compute
             state = ckpt.load(ckpt.resolve(run_dir / "checkpoints", checkpoint))
         self.dist, self.device = init_distributed(train_cfg.device)
-        self.amp = bool(getattr(train_cfg, "amp", True))
+        self.amp = bool(train_cfg.amp)
         self.precision = precision_name(self.device, self.amp)  # logged, so a run says what it ran in
         self.schema = LabelSchema.from_imageset(dataset)
         train_ds = training_part(dataset)
@@ -78,7 +78,7 @@ class Trainer:
         seed = int(train_cfg.seed)
         seed_everything(seed)
         self.model = registry.build_model(model_kind(train_cfg, model_cfg), model_cfg, train_cfg, self.schema, self.device)
-        channels_last = uses_channels_last(self.device) and bool(getattr(train_cfg, "channels_last", True))
+        channels_last = uses_channels_last(self.device) and bool(train_cfg.channels_last)
         if channels_last:
             for net in self.model.nets.values():
                 net.to(memory_format=torch.channels_last)
@@ -90,11 +90,11 @@ class Trainer:
             seed_everything(seed + 1000 * self.dist.rank)  # same weights, different noise per rank
         self.feed = DeviceBatches(train_ds, int(train_cfg.batch_size), self.device, seed + 7919 * self.dist.rank,
                                   channels_last=channels_last)
-        if hasattr(self.model, "bind_data"):  # with the feed's device copy of the images: a model needs no second one
-            self.model.bind_data(dataclasses.replace(train_ds, images=self.feed.images))
+        # with the feed's device copy of the images: a model needs no second one
+        self.model.bind_data(dataclasses.replace(train_ds, images=self.feed.images))
         rows = len(default_cells(self.schema))
         self.grid = FixedGrid(self.model, self.schema, self.device, seed,
-                              cols=max(2, int(getattr(train_cfg, "n_sample_grid", 64)) // rows))
+                              cols=max(2, int(train_cfg.n_sample_grid) // rows))
         self.step, self.elapsed = 0, 0.0
         self.last_checkpoint: Path | None = None
         if state is not None:
@@ -139,8 +139,8 @@ class Trainer:
             "rng": rngs, "feed": feeds, "elapsed_s": self.elapsed,
             "config": config_dict(self.train_cfg, self.model_cfg, self.schema),
         }
-        keep = int(getattr(self.train_cfg, "keep_checkpoints", 3))
-        self.last_checkpoint = ckpt.save(self.run_dir / "checkpoints", self.step, state, keep=keep)
+        self.last_checkpoint = ckpt.save(self.run_dir / "checkpoints", self.step, state,
+                                         keep=int(self.train_cfg.keep_checkpoints))
         return self.last_checkpoint
 
     def _write_grid(self) -> Path | None:
@@ -156,9 +156,7 @@ class Trainer:
     def run(self, on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
             progress_bar: bool = False) -> dict:
         cfg, main = self.train_cfg, self.dist.is_main
-        log_every = max(1, int(getattr(cfg, "log_every", 50)))
-        sample_every = max(1, int(getattr(cfg, "sample_every", 500)))
-        ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
+        log_every, sample_every, ckpt_every = int(cfg.log_every), int(cfg.sample_every), int(cfg.checkpoint_every)
         emit = on_progress if (on_progress and main) else (lambda e: None)
         if main:
             self.run_files.truncate_metrics(self.step)
@@ -171,16 +169,14 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         window_start, window_steps = time.perf_counter(), 0
-        update_ema = getattr(self.model, "update_ema", None)
         status, message, grid_path = "running", "", None
         try:
             while self.step < self.total:
                 step = self.step + 1
-                batch = self.feed.next()
+                batch = self.model.next_batch(self.feed)
                 with autocast(self.device, self.amp):
                     losses = self.model.train_step(batch, self.step)  # models get the 0-based index
-                if update_ema is not None:
-                    update_ema(self.step)
+                self.model.update_ema(self.step)
                 for k, v in losses.items():
                     v = v.detach().float()
                     sums[k] = sums[k] + v if k in sums else v
@@ -204,7 +200,7 @@ class Trainer:
                                f"(last good checkpoint: {last}); resume from it with a lower learning rate")
                     break
                 imgs = window_steps * self.model.images_per_step(self.feed.batch_size) * self.dist.world
-                line = {"step": step, "stage": _plain_stage(getattr(self.model, "stage", None)),
+                line = {"step": step, "stage": _plain_stage(self.model.stage),
                         "losses": means, "img_per_s": imgs / dt if dt > 0 else None,
                         "step_time_s": dt / window_steps, "elapsed_s": round(self.elapsed, 3), "time": now_iso(),
                         "device": self.device.type, "precision": self.precision}

@@ -59,6 +59,15 @@ class DeviceBatches:
             x = x.contiguous(memory_format=torch.channels_last)
         return Batch(images=x, general=self.general[idx], detailed=self.detailed[idx])
 
+    def draw(self, rows: torch.Tensor, n: int) -> Batch:
+        """n images drawn with replacement from `rows` (device indices) with the global torch RNG, so
+        resume replays them; for families that sample by class (DCGAN per class)."""
+        pick = rows[torch.randint(rows.numel(), (n,)).to(rows.device)]
+        x = to_model_range(self.images[pick])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(images=x, general=self.general[pick], detailed=self.detailed[pick])
+
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "pos": self.pos, "epoch": self.epoch,
                 "perm": None if self.perm is None else self.perm.cpu()}

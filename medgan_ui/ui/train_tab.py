@@ -15,19 +15,15 @@ import gradio as gr
 import pandas as pd
 
 from medgan_ui.errors import UserError
-from medgan_ui.gan.config import AUGMENTS, MODEL_KINDS, PRESETS, make_configs
+from medgan_ui.gan.base import loss_order
+from medgan_ui.gan.config import AUGMENTS, PRESETS, make_configs
+from medgan_ui.gan.registry import families
 from medgan_ui.gan.runs import Run
 from medgan_ui.jobs import ACTIVE, resume_training, start_training, stop_training
 from medgan_ui.ui.context import AppContext
 from medgan_ui.ui.errors import friendly
 
 TIMER_S = 1.5
-MODEL_HELP = {
-    "gdgan": "GDGAN: two stages, general labels (sex, view) then findings; the paper's method.",
-    "acgan": "ACGAN: one conditional GAN with an auxiliary finding classifier (Frid-Adar).",
-    "dcgan": "DCGAN: one unconditional GAN per finding (Frid-Adar).",
-    "pggan": "Progressive GAN: grows from 4x4 to full size, conditional on all labels.",
-}
 RUN_COLUMNS = ["run", "model", "preset", "status", "step", "of", "note"]
 
 
@@ -52,7 +48,8 @@ def runs_table(ctx: AppContext) -> pd.DataFrame:
 
 def loss_figure(run_dir: Path):
     """Small multiples from metrics.jsonl: one panel per loss, each on its own scale (a critic loss
-    of 150 next to an auxiliary loss of 0.7 would flatten one of them on a shared axis)."""
+    of 150 next to an auxiliary loss of 0.7 would flatten one of them on a shared axis), in the
+    order of the loss vocabulary (gan.base.LOSS_KEYS), so every family's panels line up."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +57,7 @@ def loss_figure(run_dir: Path):
     import numpy as np
 
     lines = Run(run_dir).metrics()
-    names = sorted({k for m in lines for k, v in (m.get("losses") or {}).items() if v is not None})
+    names = loss_order({k for m in lines for k, v in (m.get("losses") or {}).items() if v is not None})
     if not names:
         return None
     cols = min(4, len(names))
@@ -120,7 +117,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
-                kind = gr.Dropdown(list(MODEL_KINDS), value=kind0, label="Model", info=MODEL_HELP[kind0])
+                kind = gr.Dropdown(list(families()), value=kind0, label="Model", info=families()[kind0].help)
                 preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", info=PRESETS[preset0]["description"],
                                      elem_id="mg-preset")
             with gr.Row():
@@ -154,7 +151,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def on_form(k: str, p: str):
         v = preset_values(k, p)
-        return (gr.update(info=MODEL_HELP[k]), gr.update(info=PRESETS[p]["description"]), v["steps"], v["batch_size"],
+        return (gr.update(info=families()[k].help), gr.update(info=PRESETS[p]["description"]), v["steps"], v["batch_size"],
                 v["seed"], v["lr_g"], v["lr_d"], v["augment"])
 
     for comp in (kind, preset):
