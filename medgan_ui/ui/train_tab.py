@@ -17,6 +17,7 @@ import pandas as pd
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import loss_order
 from medgan_ui.gan.config import AUGMENTS, PRESETS, make_configs
+from medgan_ui.gan.device import pick_device
 from medgan_ui.gan.registry import families
 from medgan_ui.gan.runs import Run
 from medgan_ui.jobs import ACTIVE, resume_training, start_training, stop_training
@@ -28,9 +29,7 @@ RUN_COLUMNS = ["run", "model", "preset", "status", "step", "of", "note"]
 
 
 def default_preset() -> str:
-    import torch
-
-    return "paper" if torch.cuda.is_available() else "fast-cpu"
+    return "fast-cpu" if pick_device("auto").type == "cpu" else "paper"
 
 
 def preset_values(kind: str, preset: str) -> dict[str, Any]:
