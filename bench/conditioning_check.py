@@ -37,7 +37,7 @@ from medgan_ui.data.phantom import cardiothoracic_ratio, demo_imageset  # noqa: 
 from medgan_ui.gan import engine  # noqa: E402
 from medgan_ui.gan.runs import Run  # noqa: E402
 from medgan_ui.gan.config import make_configs  # noqa: E402
-from medgan_ui.gan.sampling import generate, load_run  # noqa: E402
+from medgan_ui.gan.generate import generate, load_run  # noqa: E402
 from medgan_ui.workspace import Workspace  # noqa: E402
 
 COMBOS = [{"sex": s, "view": v} for s in ("F", "M") for v in ("AP", "PA")]

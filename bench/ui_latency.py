@@ -175,7 +175,7 @@ def main() -> int:
         if shown:
             emit(bench="browse_16_grid_browser", **summary(shown), target_s=1.0, preset="fast-cpu",
                  note="Chromium: click Generate until all 16 images have loaded")
-        from medgan_ui.gan.sampling import generate, load_run
+        from medgan_ui.gan.generate import generate, load_run
 
         loaded = load_run(ctx.workspace.run_dir(run_id))
         emit(bench="browse_16_generate_only", **summary(timed(lambda: generate(loaded, 16, {"sex": "F"}, ["Cardiomegaly"]), 5)))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medgan_ui.errors import UserError
-from medgan_ui.gan.augment import Augmenter, diff_augment
+from medgan_ui.gan.diffaugment import Augmenter, diff_augment
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.config import PRESETS, TrainConfig, config_from_dict, config_to_dict, make_configs
 from medgan_ui.gan.models.gdgan import GDGANConfig

@@ -14,7 +14,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.gan import engine
 from medgan_ui.gan.runs import Run
 from medgan_ui.gan.config import make_configs
-from medgan_ui.gan.sampling import export_dicom, export_png, generate, load_run
+from medgan_ui.gan.generate import export_dicom, export_png, generate, load_run
 from medgan_ui.workspace import Workspace, read_json
 
 torch.set_num_threads(1)

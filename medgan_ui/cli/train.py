@@ -161,7 +161,7 @@ def _report(summary: dict) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medgan_ui.gan.sampling import export_dicom, export_png, load_run
+    from medgan_ui.gan.generate import export_dicom, export_png, load_run
     from medgan_ui.workspace import Workspace
 
     ws = Workspace(args.workspace)

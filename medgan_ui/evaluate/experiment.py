@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medgan_ui.data.imageset import ImageSet
-from medgan_ui.data.sampling import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
+from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init

@@ -76,7 +76,7 @@ def open_source(ws: Workspace, ident: str, device: str | None = None) -> Synthet
     """Resolve an id to a run folder (runs/<id>) or a synthetic set (synthetic/<id>)."""
     run_dir, set_dir = ws.run_dir(ident), ws.synthetic_dir(ident)
     if (run_dir / "config.json").is_file():
-        from medgan_ui.gan.sampling import load_run
+        from medgan_ui.gan.generate import load_run
 
         run = load_run(run_dir, device=device)
         s = run.schema
@@ -149,7 +149,7 @@ def synthetic_for_picks(
     images, labels, distinct = [], [], 0
     for c, ((general, found), count) in enumerate(sorted(cells.items())):
         if src.kind == "run":
-            from medgan_ui.gan.sampling import generate
+            from medgan_ui.gan.generate import generate
 
             images.append(generate(src.run, count, dict(general), list(found), seed=seed * 7919 + c).images)
             distinct += count

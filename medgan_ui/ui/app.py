@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui import __version__
-from medgan_ui.ui import browse_tab, compare, data_tab, rate, train_tab
+from medgan_ui.ui import browse_tab, compare_tab, data_tab, rate_tab, train_tab
 from medgan_ui.ui.context import AppContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -52,9 +52,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             # runs trained since the page opened appear when the user comes to the tab
             browse.select(refresh_fn, refresh_in, refresh_out, api_visibility="private", show_progress="hidden")
             with gr.Tab("Rate", id="rate"):
-                rate.build_rate_tab(ctx.workspace, ctx.admin_password)
+                rate_tab.build_rate_tab(ctx.workspace, ctx.admin_password)
             with gr.Tab("Compare", id="compare"):
-                compare.build_compare_tab(ctx)
+                compare_tab.build_compare_tab(ctx)
         demo.load(data_tab.on_page_load(ctx), outputs=data_view, api_visibility="private")
     return demo
 

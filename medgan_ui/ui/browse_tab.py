@@ -67,7 +67,7 @@ def cells_from_plan(df: pd.DataFrame, general_names: list[str]) -> list[tuple[di
 def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
     """Lay out the tab; returns (fn, inputs, outputs) that refresh its run list (for the tab's select event)."""
     from medgan_ui.gan.checkpoint import list_checkpoints
-    from medgan_ui.gan.sampling import export_dicom, export_png, generate, load_run
+    from medgan_ui.gan.generate import export_dicom, export_png, generate, load_run
 
     with gr.Row():
         run = gr.Dropdown([], value=None, label="Run", info="Runs with at least one checkpoint.", allow_custom_value=True)

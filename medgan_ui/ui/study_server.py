@@ -19,7 +19,7 @@ def build_app(workspace: Workspace, admin_password: str | None = None,
     from fastapi import FastAPI
 
     from medgan_ui.study.api import mount_study_routes, private_paths
-    from medgan_ui.ui.rate import build_rate_tab
+    from medgan_ui.ui.rate_tab import build_rate_tab
 
     app = FastAPI()
     mount_study_routes(app, workspace)  # before Gradio takes "/"

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from medgan_ui.errors import UserError
-from medgan_ui.gan.augment import Augmenter
+from medgan_ui.gan.diffaugment import Augmenter
 from medgan_ui.gan.base import LabelSchema, ModelFamily
 from medgan_ui.gan.config import TrainConfig
 
