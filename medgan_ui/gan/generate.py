@@ -1,4 +1,4 @@
-"""Sampling from a trained run: load once (cached), generate with labels and a seed, export sets.
+"""Generation from a trained run: load once (cached), generate with labels and a seed, export sets.
 
 Exports go to synthetic/<set-id>/: images, labels.csv (file, general columns, "Finding Labels" in the
 NIH style so the CSV reader loads it back) and manifest.json (run, checkpoint, seed, labels).

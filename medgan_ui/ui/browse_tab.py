@@ -1,7 +1,7 @@
 """Browse tab: pick a run and checkpoint, choose labels, look at generated images, check memorisation,
 export a synthetic set sized per label cell.
 
-Generation, loading and export are gan.sampling's, the memorisation check (nearest real training
+Generation, loading and export are gan.generate's, the memorisation check (nearest real training
 images of a synthetic one) is evaluate.gan_metrics.nearest_real; this module maps widgets to those calls.
 """
 from __future__ import annotations
