@@ -108,6 +108,9 @@ class ModelFamily:
     Config: ClassVar[type] = object
     help: ClassVar[str] = ""
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # keyword settings `generate` takes per call (a diffusion model's steps, guidance, strength):
+    # name -> one line; gan.generate.generate passes them through and Browse shows controls for them
+    sample_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, model_cfg: Any, train_cfg: Any, schema: LabelSchema, device: torch.device) -> None:
         self.cfg = model_cfg

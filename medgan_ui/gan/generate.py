@@ -82,10 +82,16 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | torch.d
 
 
 def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, findings: list[str] | None = None,
-             seed: int = 0, ema: bool = True, chunk: int = 256) -> SampleResult:
-    """n images for the labels; unnamed general labels are drawn per image. Same seed, same images."""
+             seed: int = 0, ema: bool = True, chunk: int = 256, options: dict[str, Any] | None = None) -> SampleResult:
+    """n images for the labels; unnamed general labels are drawn per image. Same seed, same images.
+    `options`: the family's per-call sampling settings (ModelFamily.sample_options, e.g. a diffusion
+    model's steps, guidance, strength); None values keep the run's settings."""
     if n < 1:
         raise UserError(f"number of images must be at least 1 (got {n})")
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(run.model.sample_options))
+    if unknown:
+        raise UserError(f"{run.kind} has no sampling setting(s) {unknown}; it takes {sorted(run.model.sample_options) or 'none'}")
     gen = torch.Generator().manual_seed(int(seed))
     size = run.schema.image_size
     images, stage1 = [], []
@@ -93,7 +99,7 @@ def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, find
         z = run.model.noise(n, generator=gen).to(run.device)  # all inputs first: same images for any chunking
         g, d = encode_labels(run.schema, general, findings, n, run.device, gen)
         for i in range(0, n, chunk):  # bounded memory for large sets (the GDGAN FC layers are wide)
-            out = run.model.generate(z[i:i + chunk], g[i:i + chunk], d[i:i + chunk], ema=ema)
+            out = run.model.generate(z[i:i + chunk], g[i:i + chunk], d[i:i + chunk], ema=ema, **options)
             images.append(to_uint8(out["images"], size))
             if out.get("stage1") is not None:
                 stage1.append(to_uint8(out["stage1"], size))

@@ -33,10 +33,11 @@ def _family_classes() -> list[type[ModelFamily]]:
     # imported here: the families import gan.config, which asks this module for them
     from medgan_ui.gan.models.acgan import ACGAN
     from medgan_ui.gan.models.dcgan import DCGANPerClass
+    from medgan_ui.gan.models.ddpm import DDPM, GDDDPM
     from medgan_ui.gan.models.gdgan import GDGAN
     from medgan_ui.gan.models.pggan import PGGAN
 
-    return [GDGAN, ACGAN, DCGANPerClass, PGGAN]
+    return [GDGAN, ACGAN, DCGANPerClass, PGGAN, DDPM, GDDDPM]
 
 
 @lru_cache(maxsize=None)

@@ -69,7 +69,7 @@ def stop_and_resume_vs_straight(ws: Workspace, kind: str, **over) -> Run:
 
 
 def test_registry_lists_every_family_once():
-    assert kinds() == ["gdgan", "acgan", "dcgan", "pggan"]
+    assert kinds() == ["gdgan", "acgan", "dcgan", "pggan", "ddpm", "gd-ddpm"]
     for kind, fam in families().items():
         assert issubclass(fam, ModelFamily) and fam.kind == kind and fam.help
         assert set(fam.presets) <= set(PRESETS), f"{kind} has rows for unknown presets"

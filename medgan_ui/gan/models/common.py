@@ -45,6 +45,15 @@ def sample_noise(n: int, nz: int, dist: str, device: torch.device, generator: to
     return z.to(device)
 
 
+@torch.no_grad()
+def lerp_ema(ema: nn.Module, live: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * live for parameters; buffers copied (every family's EMA twin)."""
+    ep, lp = list(ema.parameters()), list(live.parameters())
+    torch._foreach_lerp_(ep, [p.detach() for p in lp], 1.0 - decay)
+    for eb, lb in zip(ema.buffers(), live.buffers()):
+        eb.copy_(lb)
+
+
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -114,11 +123,7 @@ class GANFamily(ModelFamily):
                 continue
             k = max(0, step - self.ema_start.get(name, 0))  # steps since this generator began training
             decay = min(float(self.train_cfg.ema_decay), (1.0 + k) / (10.0 + k))
-            live, ema = self._unwrap(self.nets[name]), self.nets[name + "_ema"]
-            ep, lp = list(ema.parameters()), list(live.parameters())
-            torch._foreach_lerp_(ep, [p.detach() for p in lp], 1.0 - decay)
-            for eb, lb in zip(ema.buffers(), live.buffers()):
-                eb.copy_(lb)
+            lerp_ema(self.nets[name + "_ema"], self._unwrap(self.nets[name]), decay)
 
     @staticmethod
     def _unwrap(net: nn.Module) -> nn.Module:
