@@ -1,8 +1,9 @@
-"""Does GDGAN's conditioning work, not only its losses? A short CPU training on the demo phantom, then:
+"""Does a model's conditioning work, not only its losses? A short CPU training on the demo phantom, then:
 
 1. sex/view: a small CNN trained on *real* phantom images reads sex and view from generated
-   stage-1 images made with requested labels; its accuracy against the request should be far above
-   chance (50 %). Its accuracy on held-out real images is printed beside it as the ceiling.
+   images made with requested labels (the stage-1 images of a two-stage model: GDGAN, gd-ddpm);
+   its accuracy against the request should be far above chance (50 %). Its accuracy on held-out
+   real images is printed beside it as the ceiling.
 2. Cardiomegaly: the same noise and general labels, generated with and without Cardiomegaly
    requested; the measured cardiothoracic ratio (medgan_ui.data.phantom.cardiothoracic_ratio)
    should be larger with it.
@@ -14,6 +15,7 @@ sampling.load_run / generate.
 
     python bench/conditioning_check.py            # prints one JSON line
     python bench/conditioning_check.py --seed 1 --set amp=false     # fp32 instead of bf16 autocast
+    python bench/conditioning_check.py --model gd-ddpm --steps 1500 --per-combo 32   # a diffusion family
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ def read(net: Reader, images: torch.Tensor) -> torch.Tensor:
 
 def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, preset: str = "fast-cpu",
               per_combo: int = 64, reader_steps: int = 300, log: Callable[[str], None] = lambda s: None,
-              **overrides: Any) -> dict[str, Any]:
+              model: str = "gdgan", **overrides: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     real = demo_imageset(n=n, size=size, seed=seed)
     held = np.arange(len(real)) % 4 == 3  # the reader is scored on images it did not train on
@@ -111,7 +113,7 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, p
     gan_data = oversample(real, "Cardiomegaly", 0.25, seed)
     settings = {"image_size": size, "steps": steps, "seed": seed, "device": "cpu", "log_every": 50,
                 "sample_every": steps, "checkpoint_every": steps, **overrides}
-    tc, mc = make_configs("gdgan", preset, **settings)
+    tc, mc = make_configs(model, preset, **settings)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
         run_id = Run.create(ws, gan_data, tc, mc).id
@@ -125,14 +127,15 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, p
             plain = generate(run, per_combo, combo, [], seed=1000 + k)
             cardio = generate(run, per_combo, combo, ["Cardiomegaly"], seed=1000 + k)  # same z, same labels
             want = torch.tensor([[combo["sex"] == "M", combo["view"] == "PA"]], dtype=torch.float32)
-            hits.append(read(reader, plain.stage1) == want)
+            general_view = plain.stage1 if plain.stage1 is not None else plain.images
+            hits.append(read(reader, general_view) == want)
             ctr_without.append(cardiothoracic_ratio(plain.images))
             ctr_with.append(cardiothoracic_ratio(cardio.images))
     gen_acc = torch.cat(hits).float().mean(0).tolist()
     w, wo = np.concatenate(ctr_with), np.concatenate(ctr_without)
     both = ~np.isnan(w) & ~np.isnan(wo)
     result = {
-        "bench": "conditioning_check", "image_size": size, "steps": steps, "preset": preset, "seed": seed,
+        "bench": "conditioning_check", "model": model, "image_size": size, "steps": steps, "preset": preset, "seed": seed,
         "reader_acc_real": {"sex": real_acc[0], "view": real_acc[1]},
         "reader_acc_generated_stage1": {"sex": gen_acc[0], "view": gen_acc[1]},
         "ctr_with_cardiomegaly": float(np.nanmean(w)), "ctr_without": float(np.nanmean(wo)),
@@ -151,12 +154,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="fast-cpu")
-    ap.add_argument("--set", action="append", default=["stage1_fraction=0.6"], metavar="KEY=VALUE")
+    ap.add_argument("--model", default="gdgan")
+    ap.add_argument("--per-combo", type=int, default=64, help="generated images per sex/view combination")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a small net on a shared 2-core box: one thread avoids OpenMP spin contention
-    over = dict(s.split("=", 1) for s in args.set)
+    over = dict(s.split("=", 1) for s in (["stage1_fraction=0.6"] if args.model == "gdgan" else []) + args.set)
     print(json.dumps(run_check(args.size, steps=args.steps, seed=args.seed, preset=args.preset,
-                               log=lambda s: print(s, file=sys.stderr), **over)), flush=True)
+                               per_combo=args.per_combo, log=lambda s: print(s, file=sys.stderr), model=args.model,
+                               **over)), flush=True)
 
 
 if __name__ == "__main__":

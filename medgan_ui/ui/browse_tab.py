@@ -71,9 +71,16 @@ def run_summary(run: Any) -> tuple[str, list[str], dict[str, Any]]:
     ds = cfg.get("dataset", {})
     info = (f"**{cfg['kind']}** on *{ds.get('name', '?')}* ({ds.get('n_train', '?')} training images), "
             f"{schema['image_size']} px, checkpoints: {', '.join(names) or 'none'}.")
-    if cfg["kind"] == "gdgan":
-        info += "  \nEach image shows GDGAN's two stages side by side: **stage 1** (general labels) | **stage 2** (findings added)."
+    if cfg["kind"] in STAGE_PAIRS:
+        info += "  \n" + STAGE_PAIRS[cfg["kind"]]
     return info, names, schema
+
+
+STAGE_PAIRS = {  # families whose images come as stage-1 | stage-2 pairs
+    "gdgan": "Each image shows GDGAN's two stages side by side: **stage 1** (general labels) | **stage 2** (findings added).",
+    "gd-ddpm": ("Each image shows gd-ddpm's two stages side by side: **stage 1** (sampled from the general labels) | "
+                "**stage 2** (stage 1 re-noised to the *strength* below, then denoised with the findings added)."),
+}
 
 
 # ---- panels ------------------------------------------------------------------------------------
@@ -92,6 +99,7 @@ class Picker:
     seed: gr.Number
     gen_btn: gr.Button
     more_btn: gr.Button
+    strength: gr.Slider  # gd-ddpm's stage-2 strength, shown for families that take one
 
 
 @dataclass
@@ -130,7 +138,11 @@ def picker_panel() -> Picker:
         seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.", elem_id="mg-seed")
         gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"], elem_id="mg-generate")
         more_btn = gr.Button("More (next seed)", elem_classes=["mg-big"])
-    return Picker(run, ckpt, refresh, info, general, findings, n_img, seed, gen_btn, more_btn)
+    strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Stage-2 strength", visible=False,
+                         elem_id="mg-strength",
+                         info="How far stage 2 re-noises the stage-1 image before adding the findings: "
+                              "low keeps the stage-1 anatomy, 1 samples afresh.")
+    return Picker(run, ckpt, refresh, info, general, findings, n_img, seed, gen_btn, more_btn, strength)
 
 
 def viewer_panel() -> Viewer:
@@ -167,14 +179,17 @@ def _checkpoint_arg(name: str | None) -> str | None:
 
 def wire_picker(ctx: AppContext, pk: Picker) -> None:
     """A run choice fills the checkpoint list and the label dropdowns from the run's schema."""
+    from medgan_ui.gan.registry import family
     from medgan_ui.gan.runs import Run
 
     @friendly
     def on_run(run_id: str | None):
         if not run_id:
             hidden = [gr.update(visible=False)] * MAX_GENERAL
-            return NO_RUN, gr.update(choices=["latest"], value="latest"), *hidden, gr.update(choices=[], value=[])
-        info, names, schema = run_summary(Run(ctx.run_dir(run_id), ctx.workspace))
+            return (NO_RUN, gr.update(choices=["latest"], value="latest"), *hidden, gr.update(choices=[], value=[]),
+                    gr.update(visible=False))
+        run = Run(ctx.run_dir(run_id), ctx.workspace)
+        info, names, schema = run_summary(run)
         upd = []
         for i in range(MAX_GENERAL):
             if i < len(schema["general_names"]):
@@ -182,39 +197,44 @@ def wire_picker(ctx: AppContext, pk: Picker) -> None:
                 upd.append(gr.update(label=name, choices=[ANY] + schema["general_values"][name], value=ANY, visible=True))
             else:
                 upd.append(gr.update(visible=False, value=ANY))
+        cfg = run.config()
+        takes = "strength" in family(cfg["kind"]).sample_options
+        strength = gr.update(visible=True, value=cfg["model"]["strength"]) if takes else gr.update(visible=False)
         return (info, gr.update(choices=["latest"] + names[::-1], value="latest"), *upd,
-                gr.update(choices=schema["findings"], value=[]))
+                gr.update(choices=schema["findings"], value=[]), strength)
 
-    pk.run.change(on_run, pk.run, [pk.info, pk.ckpt, *pk.general, pk.findings], api_name="select_run")
+    pk.run.change(on_run, pk.run, [pk.info, pk.ckpt, *pk.general, pk.findings, pk.strength], api_name="select_run")
 
 
 def wire_viewer(ctx: AppContext, pk: Picker, vw: Viewer) -> None:
     """Generate / More and the memorisation check of a clicked image."""
     from medgan_ui.gan.generate import generate, load_run
 
-    def _generate(run_id, ckpt_name, n, sd, fnd, *gvals):
+    def _generate(run_id, ckpt_name, n, sd, fnd, *rest):
         if not run_id:
             raise UserError("no trained run to generate from: train a model in the Train tab first "
                             "(a run appears here once it has written a checkpoint)")
+        *gvals, strength = rest if len(rest) > MAX_GENERAL else (*rest, None)  # API callers may omit strength
         loaded = load_run(ctx.run_dir(run_id), _checkpoint_arg(ckpt_name))
         labels = {n: v for n, v in zip(loaded.schema.general_names, gvals) if v and v != ANY}
-        res = generate(loaded, int(n), labels, list(fnd or []), seed=int(sd or 0))
+        options = {"strength": strength} if "strength" in loaded.model.sample_options else None
+        res = generate(loaded, int(n), labels, list(fnd or []), seed=int(sd or 0), options=options)
         imgs = res.images.numpy()
         shown_imgs = imgs if res.stage1 is None else np.stack([side_by_side(a, b) for a, b in zip(res.stage1.numpy(), imgs)])
         caps = [label_caption(lab["general"], lab["findings"]) for lab in res.labels]
         return imgs, shown_imgs, caps
 
     @friendly
-    def on_generate(run_id, ckpt_name, n, sd, fnd, *gvals):
-        imgs, shown_imgs, caps = _generate(run_id, ckpt_name, n, sd, fnd, *gvals)
+    def on_generate(run_id, ckpt_name, n, sd, fnd, *rest):
+        imgs, shown_imgs, caps = _generate(run_id, ckpt_name, n, sd, fnd, *rest)
         state = {"images": imgs, "shown": shown_imgs, "captions": caps}
         return (gallery_items(shown_imgs, caps, px=160), state, "Click a synthetic image above.",
                 gr.update(value=[], visible=False))
 
     @friendly
-    def on_more(run_id, ckpt_name, n, sd, fnd, state, *gvals):
+    def on_more(run_id, ckpt_name, n, sd, fnd, state, *rest):
         sd = int(sd or 0) + 1
-        imgs, shown_imgs, caps = _generate(run_id, ckpt_name, n, sd, fnd, *gvals)
+        imgs, shown_imgs, caps = _generate(run_id, ckpt_name, n, sd, fnd, *rest)
         if state and state["images"].shape[1:] == imgs.shape[1:]:
             imgs = np.concatenate([state["images"], imgs])[-MAX_SHOWN:]
             shown_imgs = np.concatenate([state["shown"], shown_imgs])[-MAX_SHOWN:]
@@ -223,9 +243,9 @@ def wire_viewer(ctx: AppContext, pk: Picker, vw: Viewer) -> None:
         return gallery_items(shown_imgs, caps, px=160), state, sd
 
     gen_inputs = [pk.run, pk.ckpt, pk.n_img, pk.seed, pk.findings]
-    pk.gen_btn.click(on_generate, gen_inputs + pk.general, [vw.gallery, vw.shown, vw.nn_note, vw.nn_gallery],
-                     concurrency_limit=4, api_name="generate")
-    pk.more_btn.click(on_more, gen_inputs + [vw.shown] + pk.general, [vw.gallery, vw.shown, pk.seed],
+    pk.gen_btn.click(on_generate, gen_inputs + pk.general + [pk.strength],
+                     [vw.gallery, vw.shown, vw.nn_note, vw.nn_gallery], concurrency_limit=4, api_name="generate")
+    pk.more_btn.click(on_more, gen_inputs + [vw.shown] + pk.general + [pk.strength], [vw.gallery, vw.shown, pk.seed],
                       concurrency_limit=4, api_name="more")
 
     @friendly

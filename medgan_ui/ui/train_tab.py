@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,19 @@ def default_preset() -> str:
     return "fast-cpu" if pick_device("auto").type == "cpu" else "paper"
 
 
+def lr_settings(kind: str) -> tuple[str, str | None]:
+    """The family settings behind the form's two learning-rate boxes: a GAN's G and D, or the one
+    learning rate of a single-net family (a diffusion model), the second box then hidden."""
+    names = {f.name for f in fields(families()[kind].Config)}
+    return ("lr_g", "lr_d") if "lr_g" in names else ("lr", None)
+
+
 def preset_values(kind: str, preset: str) -> dict[str, Any]:
     """The settings a preset gives a model, for filling the form."""
     train, model = make_configs(kind, preset)
-    return {"steps": train.steps, "batch_size": train.batch_size, "lr_g": model.lr_g, "lr_d": model.lr_d,
+    g, d = lr_settings(kind)
+    return {"steps": train.steps, "batch_size": train.batch_size, "lr_g": getattr(model, g),
+            "lr_d": getattr(model, d) if d else None,
             "seed": train.seed, "augment": train.augment, "image_size": train.image_size}
 
 
@@ -192,8 +201,11 @@ def wire_form(p: SettingsPanel) -> None:
     """A model or preset change refills the settings and the help texts."""
     def on_form(k: str, preset: str):
         v = preset_values(k, preset)
+        two = lr_settings(k)[1] is not None
         return (gr.update(info=families()[k].help), gr.update(info=PRESETS[preset]["description"]), v["steps"],
-                v["batch_size"], v["seed"], v["lr_g"], v["lr_d"], v["augment"])
+                v["batch_size"], v["seed"], gr.update(value=v["lr_g"], label="Learning rate G" if two else "Learning rate",
+                          info="Generator (Adam)." if two else "The one network's (Adam)."),
+                gr.update(value=v["lr_d"], visible=two), v["augment"])
 
     for comp in (p.kind, p.preset):
         comp.change(friendly(on_form), [p.kind, p.preset], [p.kind, p.preset, p.steps, p.batch, p.seed, p.lr_g,
@@ -206,7 +218,8 @@ def wire_actions(ctx: AppContext, p: SettingsPanel, view: LivePanel, start: gr.B
     @friendly
     def on_start(k, preset, n_steps, bs, sd, lrg, lrd, aug):
         ds = ctx.require_dataset()
-        values = {"steps": n_steps, "batch_size": bs, "seed": sd, "lr_g": lrg, "lr_d": lrd, "augment": aug}
+        g, d = lr_settings(k)
+        values = {"steps": n_steps, "batch_size": bs, "seed": sd, g: lrg, "augment": aug, **({d: lrd} if d else {})}
         for name, v in values.items():
             if v is None or v == "":
                 raise UserError(f"{name.replace('_', ' ')} is empty: enter a value")

@@ -175,6 +175,8 @@ class DDPM(ModelFamily):
                             f"{max(8, 2 * factor)}; use 32, 64 or 128, or change channel_mult")
         if cfg.beta_schedule not in BETA_SCHEDULES:
             raise UserError(f"beta_schedule {cfg.beta_schedule!r} is unknown; choose one of {list(BETA_SCHEDULES)}")
+        if train.augment != "none":
+            raise UserError(f"augment {train.augment!r} is for a GAN's critic; {cls.kind} trains without it (augment=none)")
         if cfg.sampler not in SAMPLERS:
             raise UserError(f"sampler {cfg.sampler!r} is unknown; choose one of {list(SAMPLERS)}")
         if cfg.lr <= 0:
