@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from _paths import ROOT
 from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan import engine
@@ -18,7 +19,6 @@ from medgan_ui.gan.config import make_configs
 from medgan_ui.gan.runs import Run, read_jsonl
 from medgan_ui.workspace import Workspace, read_json
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_resume_drops_metrics_after_the_checkpoint(tmp_path):
