@@ -95,7 +95,7 @@ def engine_block(model, feed: DeviceBatches, device, start: int, steps: int, log
     sums: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
     for i in range(start, start + steps):
-        batch = feed.next()
+        batch = model.next_batch(feed)  # DCGAN draws per-class batches through the feed
         with autocast(device, amp):
             losses = model.train_step(batch, i)
         model.update_ema(i)
@@ -180,8 +180,7 @@ def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | N
     if uses_channels_last(device):
         for net in model.nets.values():
             net.to(memory_format=torch.channels_last)
-    if hasattr(model, "bind_data"):
-        model.bind_data(ds)
+    model.bind_data(ds)
     start = getattr(model, "stage1_steps", 0) if stage == 2 else 0
     if kind == "pggan":  # time the last phase (full 64x64), not the 4x4 start
         start = tc.steps - warmup - steps - 1
@@ -197,7 +196,7 @@ def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | N
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:
         mem = rss.mb
-    return {"bench": "train_throughput", "model": kind, "preset": preset, "variant": "engine", "stage": getattr(model, "stage", None),
+    return {"bench": "train_throughput", "model": kind, "preset": preset, "variant": "engine", "stage": model.stage,
             "image_size": tc.image_size, "batch": tc.batch_size, "device": str(device),
             "threads": torch.get_num_threads(), "precision": precision_name(device), "steps": steps,
             "img_per_s": steps * model.images_per_step(tc.batch_size) / dt,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medgan_ui.data.phantom import demo_imageset
+from medgan_ui.data.imageset import ImageSet
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan.base import LOSS_KEYS, ModelFamily
 from medgan_ui.gan.config import PRESETS, make_configs
@@ -23,20 +23,9 @@ from medgan_ui.gan.runs import Run
 from medgan_ui.workspace import Workspace
 
 
-@pytest.fixture
-def deterministic():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(False)
-    torch.set_num_threads(threads)
-
-
-def stop_and_resume_vs_straight(ws: Workspace, kind: str, **over) -> Run:
+def stop_and_resume_vs_straight(ws: Workspace, ds: ImageSet, kind: str, **over) -> Run:
     """2N = 12 steps straight and as 6 + resume 6 (GDGAN switches stage at step 6, so the resumed half
     is all stage 2); asserts they agree exactly and returns the straight run."""
-    ds = demo_imageset(n=48, size=16, seed=0)
     tc, mc = make_configs(kind, "tiny", steps=12, log_every=2, checkpoint_every=4, sample_every=4, **over)
     straight = Run.create(ws, ds, tc, mc)
     assert straight.train(ds)["status"] == "finished"
@@ -76,13 +65,13 @@ def test_registry_lists_every_family_once():
 
 
 @pytest.mark.parametrize("kind", kinds())
-def test_family_contract(tmp_path, deterministic, kind):
+def test_family_contract(tmp_path, deterministic, demo16, kind):
     fam = family(kind)
     for preset in PRESETS:  # every preset builds and validates
         train, model = make_configs(kind, preset)
         assert isinstance(model, fam.Config)
 
-    run = stop_and_resume_vs_straight(Workspace(tmp_path / "ws"), kind)
+    run = stop_and_resume_vs_straight(Workspace(tmp_path / "ws"), demo16, kind)
     logged = set(run.metrics()[-1]["losses"])
     assert "loss" in logged or {"loss_d", "loss_g"} <= logged, f"{kind} logs {sorted(logged)}"
     assert logged & set(LOSS_KEYS), "losses must use the shared vocabulary (gan.base.LOSS_KEYS)"
@@ -100,5 +89,5 @@ def test_family_contract(tmp_path, deterministic, kind):
     assert img.shape == (16, 16) and img.dtype == np.uint8
 
 
-def test_resume_keeps_adaptive_augmentation_state(tmp_path, deterministic):
-    stop_and_resume_vs_straight(Workspace(tmp_path / "ws"), "acgan", augment="ada")
+def test_resume_keeps_adaptive_augmentation_state(tmp_path, deterministic, demo16):
+    stop_and_resume_vs_straight(Workspace(tmp_path / "ws"), demo16, "acgan", augment="ada")

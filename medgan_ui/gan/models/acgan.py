@@ -20,19 +20,16 @@ from medgan_ui.gan.base import Batch, LabelSchema
 from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import masked_bce, nonsat_d, nonsat_g
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, GANSettings, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
 
 
 @dataclass
-class ACGANConfig:
+class ACGANConfig(GANSettings):
     """ACGAN (Odena; Frid-Adar 2.5): DCGAN nets + auxiliary multi-label head on the findings."""
 
-    nz: int = 100
-    z_dist: str = "uniform_signed"  # Frid-Adar: z ~ U[-1, 1]
     lr_g: float = 1e-4
     lr_d: float = 1e-4
-    betas: tuple[float, float] = (0.5, 0.999)
     aux_weight: float = 1.0
     use_general: bool = False  # also condition on (and classify) the general labels
     g_base: int = 128  # channels of the last hidden G layer; doubles towards 4x4 (64x64: 1024 at 4x4)
@@ -43,7 +40,7 @@ class ACGANConfig:
 class ACGAN(GANFamily):
     kind = "acgan"
     Config = ACGANConfig
-    help = 'ACGAN: one conditional GAN with an auxiliary finding classifier (Frid-Adar).'
+    help = "ACGAN: one conditional GAN with an auxiliary finding classifier (Frid-Adar)."
     presets = {
         "paper": {"train": {"batch_size": 64, "steps": 20_000}, "model": {}},
         "fast-cpu": {"train": {}, "model": {"g_base": 32, "d_base": 16, "lr_g": 2e-4, "lr_d": 2e-4}},

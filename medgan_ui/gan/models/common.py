@@ -17,8 +17,20 @@ Z_DISTS = ("uniform", "uniform_signed", "normal")  # U[0,1) like torch.rand; U[-
 
 
 @dataclass
-class WGANSettings:
-    """Settings every WGAN-GP family shares (GDGAN, PGGAN): the defaults live here once."""
+class GANSettings:
+    """Settings every GAN family has; the defaults (Radford's DCGAN, Frid-Adar's z ~ U[-1, 1]) live here
+    once, and a family's config redeclares only the ones its paper sets differently."""
+
+    nz: int = 100
+    z_dist: str = "uniform_signed"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass
+class WGANSettings(GANSettings):
+    """What the WGAN-GP families (GDGAN, PGGAN) add."""
 
     n_critic: int = 1  # G is updated on every n_critic-th step (critic on every step), as in the reference loop
     gp_lambda: float = 10.0
@@ -54,7 +66,7 @@ def lerp_ema(ema: nn.Module, live: nn.Module, decay: float) -> None:
         eb.copy_(lb)
 
 
-def _is_pow2(n: int) -> bool:
+def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
@@ -67,7 +79,7 @@ class GANFamily(ModelFamily):
 
     @classmethod
     def check_image_size(cls, size: int) -> None:
-        if not (_is_pow2(size) and 16 <= size <= 128):
+        if not (is_pow2(size) and 16 <= size <= 128):
             raise UserError(f"{cls.kind.upper()} needs image_size 16, 32, 64 or 128 (got {size})")
 
     @classmethod

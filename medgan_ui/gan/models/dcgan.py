@@ -21,21 +21,16 @@ from medgan_ui.gan.base import Batch, LabelSchema
 from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.feed import DeviceBatches, training_part
 from medgan_ui.gan.losses import nonsat_d, nonsat_g
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, GANSettings, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
 
 NO_FINDING = "No Finding"
 
 
 @dataclass
-class DCGANConfig:
-    """One DCGAN per finding class plus "no finding" (Frid-Adar 2.4)."""
+class DCGANConfig(GANSettings):
+    """One DCGAN per finding class plus "no finding" (Frid-Adar 2.4); the GANSettings defaults are its own."""
 
-    nz: int = 100
-    z_dist: str = "uniform_signed"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
     g_base: int = 128
     d_base: int = 64
     init_std: float = 0.02
@@ -46,7 +41,7 @@ class DCGANConfig:
 class DCGANPerClass(GANFamily):
     kind = "dcgan"
     Config = DCGANConfig
-    help = 'DCGAN: one unconditional GAN per finding (Frid-Adar).'
+    help = "DCGAN: one unconditional GAN per finding (Frid-Adar)."
     presets = {
         "paper": {"train": {"batch_size": 64, "steps": 20_000}, "model": {}},
         "fast-cpu": {"train": {}, "model": {"g_base": 16, "d_base": 8}},

@@ -37,9 +37,6 @@ class GDGANConfig(WGANSettings):
 
     nz: int = 128
     z_dist: str = "uniform"  # torch.rand in the reference
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
     # The nine loss weights (reference names: lambda_G1_1, lambda_D1_1, lambda_D1_2, lambda_G2_1,
     # lambda_G2_2, lambda_G2_3, lambda_D2_1, lambda_D2_2, lambda_D2_3).
     g1_aux: float = 1.0

@@ -23,7 +23,7 @@ from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import gradient_penalty, masked_bce
 from medgan_ui.errors import UserError
-from medgan_ui.gan.models.common import GANFamily, WGANSettings, _is_pow2, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, WGANSettings, is_pow2, eval_mode, make_adam
 from medgan_ui.gan.nets.pggan import PGDiscriminator, PGGenerator, resolutions
 
 
@@ -35,7 +35,7 @@ class PGGANConfig(WGANSettings):
     z_dist: str = "normal"
     lr_g: float = 1e-3
     lr_d: float = 1e-3
-    betas: tuple[float, float] = (0.0, 0.99)
+    betas: tuple[float, float] = (0.0, 0.99)  # Karras
     drift: float = 0.001
     aux_weight: float = 1.0  # auxiliary multi-label head in D, on top of the projection term
     start_size: int = 4
@@ -48,7 +48,7 @@ class PGGANConfig(WGANSettings):
 class PGGAN(GANFamily):
     kind = "pggan"
     Config = PGGANConfig
-    help = 'Progressive GAN: grows from 4x4 to full size, conditional on all labels.'
+    help = "Progressive GAN: grows from 4x4 to full size, conditional on all labels."
     presets = {
         "paper": {"train": {"batch_size": 32, "steps": 45_000}, "model": {}},
         "fast-cpu": {"train": {}, "model": {"fmap_base": 512, "fmap_max": 64}},
@@ -60,7 +60,7 @@ class PGGAN(GANFamily):
     def check_config(cls, train: TrainConfig, model: PGGANConfig) -> None:
         super().check_config(train, model)
         s = int(train.image_size)
-        if not (_is_pow2(model.start_size) and 4 <= model.start_size <= s):
+        if not (is_pow2(model.start_size) and 4 <= model.start_size <= s):
             raise UserError(f"start_size must be a power of two between 4 and image_size {s} (got {model.start_size})")
         n_phases = 2 * (s.bit_length() - model.start_size.bit_length()) + 1
         if model.phase_steps < 0:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
+from _imagesets import make_imageset
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import Batch, LabelSchema
@@ -25,14 +25,12 @@ def small_set(n: int = N, size: int = S, seed: int = 0) -> ImageSet:
     det = (torch.rand(n, 3, generator=g) < 0.3).to(torch.uint8)
     det[0, 0] = 1  # every class has at least one image
     det[1] = 0
-    return ImageSet(
-        images=torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=g),
-        general_names=["sex", "view", "site"],
+    return make_imageset(
+        torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=g),
         general_values={"sex": ["F", "M"], "view": ["AP", "PA"], "site": ["a", "b", "c"]},
         general=torch.stack([torch.randint(-1, 2, (n,), generator=g), torch.randint(0, 2, (n,), generator=g),
                              torch.randint(-1, 3, (n,), generator=g)], dim=1),
-        findings=["Cardiomegaly", "Effusion", "Nodule"], detailed=det,
-        patient_id=np.array([f"p{i}" for i in range(n)]), source=[f"img{i}" for i in range(n)])
+        findings=["Cardiomegaly", "Effusion", "Nodule"], detailed=det)
 
 
 DS = small_set()

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.gan import engine
 from medgan_ui.gan.runs import Run
@@ -21,8 +20,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    ds = demo_imageset(n=48, size=16, seed=0)
+def trained(tmp_path_factory, demo16):
+    ds = demo16
     tc, mc = make_configs("gdgan", "tiny", steps=6)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     run_id = Run.create(ws, ds, tc, mc).id

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _imagesets import make_imageset
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 
@@ -19,9 +20,9 @@ def tiny_set(n: int = 12, size: int = 8) -> ImageSet:
     detailed = torch.zeros(n, 2, dtype=torch.uint8)
     detailed[:3, 0] = 1  # 3 x finding A
     detailed[3:4, 1] = 1  # 1 x finding B
-    return ImageSet(images=images, general_names=["sex", "view"], general_values={"sex": ["F", "M"], "view": ["AP", "PA"]},
-                    general=general, findings=["A", "B"], detailed=detailed, patient_id=np.arange(n).astype(str),
-                    source=[f"x{i}" for i in range(n)])
+    return make_imageset(images, general_values={"sex": ["F", "M"], "view": ["AP", "PA"]}, general=general,
+                         findings=["A", "B"], detailed=detailed, patient_id=np.arange(n).astype(str),
+                         source=[f"x{i}" for i in range(n)])
 
 
 def test_upscale_is_nearest_neighbour():

@@ -5,13 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+from _paths import ROOT
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan.runs import read_jsonl
 from medgan_ui.workspace import read_json
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torchrun() -> list[str]:

@@ -11,19 +11,18 @@ from pathlib import Path
 
 import torch
 
-from medgan_ui.data.phantom import demo_imageset
+from _paths import ROOT
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan import engine
 from medgan_ui.gan.config import make_configs
 from medgan_ui.gan.runs import Run, read_jsonl
 from medgan_ui.workspace import Workspace, read_json
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_resume_drops_metrics_after_the_checkpoint(tmp_path):
+def test_resume_drops_metrics_after_the_checkpoint(tmp_path, demo16):
     torch.set_num_threads(1)
-    ds = demo_imageset(n=48, size=16, seed=0)
+    ds = demo16
     tc, mc = make_configs("gdgan", "tiny", steps=8, log_every=1, checkpoint_every=4, sample_every=100)
     ws = Workspace(tmp_path / "ws")
     run = Run.create(ws, ds, tc, mc).id
