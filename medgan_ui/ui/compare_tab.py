@@ -128,7 +128,7 @@ def build_compare_tab(ctx: Any) -> None:
             roc_png = gr.Plot(show_label=False)
             gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over splits")
             conf = gr.Plot(show_label=False)
-    gr.Markdown("### GAN quality metrics")
+    gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
     with gr.Row():
         m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs / synthetic sets (two for a Welch t-test on IS)")
         m_ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
