@@ -125,3 +125,26 @@ def test_gd_ddpm_needs_general_labels_and_findings():
         build_model("gd-ddpm", mc, tc, bare, torch.device("cpu"))
     tc, mc = make_configs("ddpm", "tiny", device="cpu")
     build_model("ddpm", mc, tc, bare, torch.device("cpu"))  # ddpm can
+
+
+def test_gd_ddpm_trains_under_torchrun_two_cpu_processes(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from _paths import ROOT
+    from medgan_ui.gan import checkpoint as ck
+
+    ws = tmp_path / "ws"
+    run = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*run, "--standalone", "--nproc_per_node", "2", "-m", "medgan_ui.cli", "train", "--model", "gd-ddpm",
+           "--data", "demo", "--preset", "tiny", "--steps", "4", "--device", "cpu", "--no-progress",
+           "--workspace", str(ws)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    (run_dir,) = list((ws / "runs").iterdir())
+    state = ck.load(ck.resolve(run_dir / "checkpoints"))
+    assert state["step"] == 4 and len(state["rng"]) == 2  # both ranks' RNG streams, for an exact resume
+    assert (run_dir / "samples" / "latest.png").is_file()
