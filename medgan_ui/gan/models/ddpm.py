@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import Batch, LabelSchema, ModelFamily
 from medgan_ui.gan.config import TrainConfig
+from medgan_ui.gan.device import autocast
 from medgan_ui.gan.models.common import eval_mode, lerp_ema, make_adam
 
 SAMPLERS = ("ddim", "dpm-solver")
@@ -277,13 +278,14 @@ class DDPM(ModelFamily):
         both = torch.cat([y, y_neg])
         for t in timesteps:
             xin = sched.scale_model_input(x, t)
-            if guidance == 1.0:
-                eps = net(xin, t, y)
-            elif guidance == 0.0:
-                eps = net(xin, t, y_neg)
-            else:
-                eps_c, eps_n = net(torch.cat([xin, xin]), t, both).chunk(2)
-                eps = eps_n + guidance * (eps_c - eps_n)
+            with autocast(self.device, bool(self.train_cfg.amp)):  # the UNet in the run's precision, the sampler in fp32
+                if guidance == 1.0:
+                    eps = net(xin, t, y).float()
+                elif guidance == 0.0:
+                    eps = net(xin, t, y_neg).float()
+                else:
+                    eps_c, eps_n = net(torch.cat([xin, xin]), t, both).float().chunk(2)
+                    eps = eps_n + guidance * (eps_c - eps_n)
             x = sched.step(eps, t, x).prev_sample
         return x.clamp(-1.0, 1.0)
 
