@@ -101,7 +101,10 @@ def read(net: Reader, images: torch.Tensor) -> torch.Tensor:
 
 def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, preset: str = "fast-cpu",
               per_combo: int = 64, reader_steps: int = 300, log: Callable[[str], None] = lambda s: None,
-              model: str = "gdgan", **overrides: Any) -> dict[str, Any]:
+              model: str = "gdgan", workspace: str | None = None, minutes: float | None = None,
+              **overrides: Any) -> dict[str, Any]:
+    """`workspace`: keep the run there (sample grid, Browse) instead of a temporary folder; `minutes`:
+    stop training after that long (a time-boxed check; the result records the steps reached)."""
     t0 = time.perf_counter()
     real = demo_imageset(n=n, size=size, seed=seed)
     held = np.arange(len(real)) % 4 == 3  # the reader is scored on images it did not train on
@@ -114,11 +117,14 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, p
     settings = {"image_size": size, "steps": steps, "seed": seed, "device": "cpu", "log_every": 50,
                 "sample_every": steps, "checkpoint_every": steps, **overrides}
     tc, mc = make_configs(model, preset, **settings)
+    deadline = time.perf_counter() + 60 * minutes if minutes else None
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws")
+        ws = Workspace(Path(workspace) if workspace else Path(tmp) / "ws")
         run_id = Run.create(ws, gan_data, tc, mc).id
-        summary = engine.train(gan_data, tc, mc, ws.run_dir(run_id))
-        if summary["status"] != "finished":
+        stop = (lambda: time.perf_counter() > deadline) if deadline else None
+        summary = engine.train(gan_data, tc, mc, ws.run_dir(run_id), should_stop=stop)
+        steps = summary["step"]
+        if summary["status"] not in ("finished", "stopped"):
             raise RuntimeError(f"training did not finish: {summary}")
         t_train = time.perf_counter() - t0
         run = load_run(ws.run_dir(run_id), device="cpu")
@@ -135,7 +141,8 @@ def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, p
     w, wo = np.concatenate(ctr_with), np.concatenate(ctr_without)
     both = ~np.isnan(w) & ~np.isnan(wo)
     result = {
-        "bench": "conditioning_check", "model": model, "image_size": size, "steps": steps, "preset": preset, "seed": seed,
+        "bench": "conditioning_check", "model": model, "run": run_id, "image_size": size, "steps": steps, "preset": preset,
+        "seed": seed,
         "reader_acc_real": {"sex": real_acc[0], "view": real_acc[1]},
         "reader_acc_generated_stage1": {"sex": gen_acc[0], "view": gen_acc[1]},
         "ctr_with_cardiomegaly": float(np.nanmean(w)), "ctr_without": float(np.nanmean(wo)),
@@ -156,13 +163,15 @@ def main() -> None:
     ap.add_argument("--preset", default="fast-cpu")
     ap.add_argument("--model", default="gdgan")
     ap.add_argument("--per-combo", type=int, default=64, help="generated images per sex/view combination")
+    ap.add_argument("--workspace", default=None, help="keep the run in this workspace (default: a temporary one)")
+    ap.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a small net on a shared 2-core box: one thread avoids OpenMP spin contention
     over = dict(s.split("=", 1) for s in (["stage1_fraction=0.6"] if args.model == "gdgan" else []) + args.set)
     print(json.dumps(run_check(args.size, steps=args.steps, seed=args.seed, preset=args.preset,
                                per_combo=args.per_combo, log=lambda s: print(s, file=sys.stderr), model=args.model,
-                               **over)), flush=True)
+                               workspace=args.workspace, minutes=args.minutes, **over)), flush=True)
 
 
 if __name__ == "__main__":

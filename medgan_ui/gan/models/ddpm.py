@@ -127,7 +127,7 @@ class DDPM(ModelFamily):
     kind = "ddpm"
     Config = DDPMConfig
     help = ("DDPM: conditional diffusion (diffusers UNet) with classifier-free guidance and a DDIM/DPM-Solver "
-            "sampler; slower to sample than a GAN. 128 px: --image-size 128 --set channel_mult=1,1,2,2,4 attn_levels=3,4.")
+            "sampler; slower to sample than a GAN. 128 px: --image-size 128 --set channel_mult=1,1,2,2,4 --set attn_levels=3,4.")
     sample_options: ClassVar[dict[str, str]] = {
         "steps": "sampler steps", "guidance": "classifier-free guidance scale (1 = conditional only)"}
     presets = {
