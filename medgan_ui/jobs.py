@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medgan_ui.errors import UserError
+from medgan_ui.gan.runs import LIVE, Run
 from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, read_json
 
 log = logging.getLogger(__name__)
@@ -241,9 +242,7 @@ class JobManager:
             log.warning("could not persist job state: %s", exc)
 
     # ---- the run's own state (runs/<id>/status.json, through the Run API) ---------------------
-    def _run_of(self, job: JobRecord):
-        from medgan_ui.gan.runs import Run
-
+    def _run_of(self, job: JobRecord) -> Run | None:
         return Run(self.ws.run_dir(job.run_id), self.ws) if job.run_id else None
 
     def _mark_run(self, job: JobRecord, state: str, message: str = "") -> None:
@@ -257,8 +256,6 @@ class JobManager:
 
     def _end_run(self, job: JobRecord) -> None:
         """A job ended: unless the trainer already wrote the run's final state, write it from the job's."""
-        from medgan_ui.gan.runs import LIVE
-
         run = self._run_of(job)
         if run is None or run.raw_status().get("status") not in LIVE:
             return
@@ -333,8 +330,6 @@ def start_training(manager: JobManager, ws: Workspace, dataset: Any, train_cfg: 
 
     Bad settings raise UserError here, before a folder or a job exists (no half-started job).
     """
-    from medgan_ui.gan.runs import Run
-
     require_no_training(manager)
     run = Run.create(ws, dataset, train_cfg, model_cfg)
 
@@ -351,8 +346,6 @@ def resume_training(manager: JobManager, ws: Workspace, run_id: str, dataset: An
     `dataset` is used when it is the run's data (same fingerprint); otherwise the run's data is
     loaded again from the source recorded in config.json (a cache hit after the first load).
     """
-    from medgan_ui.gan.runs import LIVE, Run
-
     require_no_training(manager, "resuming another")
     run = Run.open(ws, run_id)
     st = run.status()

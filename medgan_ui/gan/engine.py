@@ -27,10 +27,9 @@ from medgan_ui.gan import checkpoint as ckpt
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.device import (autocast, average_gradients_before_step, broadcast_module, fork_rng,
                                   init_distributed, precision_name, uses_channels_last)
-from medgan_ui.gan.feed import DeviceBatches
-from medgan_ui.gan.grid import FixedGrid, default_cells, save_png
-from medgan_ui.gan.feed import training_part
 from medgan_ui.gan import registry
+from medgan_ui.gan.feed import DeviceBatches, training_part
+from medgan_ui.gan.grid import FixedGrid, default_cells, save_png
 from medgan_ui.gan.registry import config_dict, model_kind, validate_run
 from medgan_ui.gan.runs import Run
 from medgan_ui.workspace import now_iso
@@ -68,7 +67,7 @@ class Trainer:
         validate_run(dataset, train_cfg, model_cfg)
         state = None
         if resume:  # read the checkpoint first: a missing/corrupt one must fail before any compute
-            state = ckpt.load(ckpt.resolve(run_dir / "checkpoints", checkpoint))
+            state = ckpt.load(self.run_files.checkpoint(checkpoint))
         self.dist, self.device = init_distributed(train_cfg.device)
         self.amp = bool(train_cfg.amp)
         self.precision = precision_name(self.device, self.amp)  # logged, so a run says what it ran in
@@ -114,7 +113,7 @@ class Trainer:
         ckpt.set_rng_state(state["rng"][min(self.dist.rank, len(state["rng"]) - 1)], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
-        self.last_checkpoint = ckpt.resolve(self.run_dir / "checkpoints", ckpt.checkpoint_name(self.step))
+        self.last_checkpoint = self.run_files.checkpoint(ckpt.checkpoint_name(self.step))
         if self.step >= self.total:
             raise UserError(f"run already reached step {self.step} of {self.total}; raise the step count to train further")
 
@@ -139,7 +138,7 @@ class Trainer:
             "rng": rngs, "feed": feeds, "elapsed_s": self.elapsed,
             "config": config_dict(self.train_cfg, self.model_cfg, self.schema),
         }
-        self.last_checkpoint = ckpt.save(self.run_dir / "checkpoints", self.step, state,
+        self.last_checkpoint = ckpt.save(self.run_files.checkpoint_dir, self.step, state,
                                          keep=int(self.train_cfg.keep_checkpoints))
         return self.last_checkpoint
 
@@ -148,8 +147,9 @@ class Trainer:
             return None
         with fork_rng(self.device):
             img = self.grid.image(self.model)
-        path = save_png(img, self.run_dir / "samples" / f"step_{self.step:06d}.png")
-        save_png(img, self.run_dir / "samples" / "latest.png")
+        latest = self.run_files.latest_sample
+        path = save_png(img, latest.with_name(f"step_{self.step:06d}.png"))
+        save_png(img, latest)
         return path
 
     # ---- loop ------------------------------------------------------------------------------------
@@ -205,11 +205,11 @@ class Trainer:
                         "step_time_s": dt / window_steps, "elapsed_s": round(self.elapsed, 3), "time": now_iso(),
                         "device": self.device.type, "precision": self.precision}
                 sums, counts, window_start, window_steps = {}, {}, now, 0
+                if main:  # before the checkpoint: a kill between the two must not leave a checkpoint without its line
+                    self.run_files.append_metrics(line)
                 grid_path = self._write_grid() if (step % sample_every == 0 or step == self.total or stop) else None
                 saved = self._save_checkpoint() if (step % ckpt_every == 0 or step == self.total or stop) else None
                 window_start = time.perf_counter()  # grid/checkpoint time is not training throughput
-                if main:
-                    self.run_files.append_metrics(line)
                 eta = (self.total - step) * line["step_time_s"]
                 emit({"step": step, "total": self.total, "losses": means, "img_per_s": line["img_per_s"],
                       "eta_s": eta, "sample_grid": str(grid_path) if grid_path else None,
@@ -241,7 +241,7 @@ class Trainer:
                    "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                    "run_dir": str(self.run_dir)}
         emit({"step": self.step, "total": self.total, "losses": {}, "img_per_s": None, "eta_s": 0.0,
-              "sample_grid": str(self.run_dir / "samples" / "latest.png") if grid_path else None,
+              "sample_grid": str(self.run_files.latest_sample) if grid_path else None,
               "checkpoint": summary["checkpoint"], "status": status, "message": message})
         return summary
 

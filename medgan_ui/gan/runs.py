@@ -68,7 +68,14 @@ class Run:
     def __init__(self, folder: Path, workspace: Workspace | None = None) -> None:
         self.dir = Path(folder)
         self.id = self.dir.name
-        self.workspace = workspace if workspace is not None else Workspace(self.dir.parent.parent)
+        self._workspace = workspace
+
+    @property
+    def workspace(self) -> Workspace:
+        """The workspace holding runs/<id>/ (made on first use: only reloading the data needs it)."""
+        if self._workspace is None:
+            self._workspace = Workspace(self.dir.parent.parent)
+        return self._workspace
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r})"
