@@ -16,9 +16,7 @@ CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian Chromium (/usr/bin/chromium) is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-from _paths import ARTIFACTS  # noqa: E402
-from _ui_fixtures import running_app  # noqa: E402
-from test_ui_browser import pick, shot  # noqa: E402
+from test_ui_browser import app_url, page, pick, shot  # noqa: E402,F401  (fixtures: the app and its browser page)
 
 
 def gallery_srcs(pg) -> list[str]:
@@ -26,44 +24,37 @@ def gallery_srcs(pg) -> list[str]:
     return [imgs.nth(i).get_attribute("src") for i in range(imgs.count())]
 
 
-def test_gd_ddpm_stage_pairs_and_strength(tmp_path):
+def test_gd_ddpm_stage_pairs_and_strength(app_url, page):
     from medgan_ui.data.phantom import demo_imageset
     from medgan_ui.gan.config import make_configs
     from medgan_ui.gan.runs import Run
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with running_app(tmp_path / "ws") as (ctx, demo):
-        ds = demo_imageset(n=48, size=16, seed=0)
-        tc, mc = make_configs("gd-ddpm", "tiny", device="cpu")
-        run = Run.create(ctx.workspace, ds, tc, mc)
-        assert run.train(ds)["status"] == "finished"
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
-            pg = browser.new_page(viewport={"width": 1360, "height": 1000})
-            pg.set_default_timeout(60_000)
-            pg.goto(demo.local_url)
-            pg.get_by_role("tab", name="Browse").click()
-            pg.locator("#mg-run-info").get_by_text("gd-ddpm").wait_for()
-            assert "stage 1" in pg.locator("#mg-run-info").inner_text()
-            strength = pg.locator("#mg-strength input[type=number]")
-            strength.wait_for()
-            assert float(strength.input_value()) == pytest.approx(0.6)
-            pick(pg, "mg-general-0", "F")
-            pick(pg, "mg-findings", "Cardiomegaly")
-            pg.locator("#mg-generate").click()
-            pg.locator("#mg-gallery img").nth(3).wait_for()
-            first = gallery_srcs(pg)
-            shot(pg, "ddpm_01_browse_stage_pairs")
-            box = pg.locator("#mg-gallery img").first.bounding_box()
-            assert box["width"] > 1.8 * box["height"]  # stage 1 | stage 2 side by side
+    url, ctx = app_url
+    ds = demo_imageset(n=48, size=16, seed=0)
+    tc, mc = make_configs("gd-ddpm", "tiny", device="cpu")
+    run = Run.create(ctx.workspace, ds, tc, mc)
+    assert run.train(ds)["status"] == "finished"
+    pg = page
+    pg.goto(url)
+    pg.get_by_role("tab", name="Browse").click()
+    pg.locator("#mg-run-info").get_by_text("gd-ddpm").wait_for()
+    assert "stage 1" in pg.locator("#mg-run-info").inner_text()
+    strength = pg.locator("#mg-strength input[type=number]")
+    strength.wait_for()
+    assert float(strength.input_value()) == pytest.approx(0.6)
+    pick(pg, "mg-general-0", "F")
+    pick(pg, "mg-findings", "Cardiomegaly")
+    pg.locator("#mg-generate").click()
+    pg.locator("#mg-gallery img").nth(3).wait_for()
+    first = gallery_srcs(pg)
+    shot(pg, "ddpm_01_browse_stage_pairs")
+    box = pg.locator("#mg-gallery img").first.bounding_box()
+    assert box["width"] > 1.8 * box["height"]  # stage 1 | stage 2 side by side
 
-            strength.fill("1")
-            strength.press("Enter")
-            pg.locator("#mg-generate").click()
-            pg.wait_for_function("(old) => { const i = document.querySelector('#mg-gallery img');"
-                                 " return i && i.getAttribute('src') !== old; }", arg=first[0], timeout=60_000)
-            assert gallery_srcs(pg) != first
-            shot(pg, "ddpm_02_browse_strength_1")
-            browser.close()
+    strength.fill("1")
+    strength.press("Enter")
+    pg.locator("#mg-generate").click()
+    pg.wait_for_function("(old) => { const i = document.querySelector('#mg-gallery img');"
+                         " return i && i.getAttribute('src') !== old; }", arg=first[0], timeout=60_000)
+    assert gallery_srcs(pg) != first
+    shot(pg, "ddpm_02_browse_strength_1")
