@@ -87,8 +87,9 @@ def test_guidance_steps_and_labels_change_the_output_and_z_fixes_it(schema):
     assert torch.equal(model.generate(z, g, d, guidance=0.0)["images"], model.generate(z, g, d_card, guidance=0.0)["images"])
 
 
-def test_gd_ddpm_returns_stage_pairs_and_strength_moves_only_stage_2(schema):
-    model = _model("gd-ddpm", schema)
+@pytest.mark.parametrize("sampler", ["ddim", "dpm-solver"])
+def test_gd_ddpm_returns_stage_pairs_and_strength_moves_only_stage_2(schema, sampler):
+    model = _model("gd-ddpm", schema, sampler=sampler)
     z, g, d = _inputs(model, schema, ["Cardiomegaly"])
     assert z.shape == (4, 2, 16, 16)  # initial noise and stage-2 re-noising noise
     out = model.generate(z, g, d)
