@@ -138,7 +138,7 @@ def picker_panel() -> Picker:
         seed = gr.Number(0, label="Seed", precision=0, info="Same seed, same images.", elem_id="mg-seed")
         gen_btn = gr.Button("Generate", variant="primary", elem_classes=["mg-big"], elem_id="mg-generate")
         more_btn = gr.Button("More (next seed)", elem_classes=["mg-big"])
-    strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Stage-2 strength", visible=False,
+    strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Stage-2 strength", visible=False,
                          elem_id="mg-strength",
                          info="How far stage 2 re-noises the stage-1 image before adding the findings: "
                               "low keeps the stage-1 anatomy, 1 samples afresh.")

@@ -41,7 +41,7 @@ def test_gd_ddpm_stage_pairs_and_strength(app_url, page):
     assert "stage 1" in pg.locator("#mg-run-info").inner_text()
     strength = pg.locator("#mg-strength input[type=number]")
     strength.wait_for()
-    assert float(strength.input_value()) == pytest.approx(0.6)
+    assert float(strength.input_value()) == pytest.approx(0.8)
     pick(pg, "mg-general-0", "F")
     pick(pg, "mg-findings", "Cardiomegaly")
     pg.locator("#mg-generate").click()

@@ -41,7 +41,7 @@ def test_gd_ddpm_trains_and_browse_shows_stage_pairs_with_strength(tmp_path):
         out = client.predict(run_id, api_name="/select_run")
         info, strength = out[0], out[-1]
         assert "gd-ddpm" in info and "stage 1" in info and "strength" in info
-        assert strength["visible"] and strength["value"] == 0.6  # shown, filled with the run's setting
+        assert strength["visible"] and strength["value"] == 0.8  # shown, filled with the run's setting
 
         def images(s: float) -> list[bytes]:
             gallery, *_ = client.predict(run_id, "latest", 3, 5, ["Cardiomegaly"], *LABELS, s, api_name="/generate")
