@@ -137,8 +137,9 @@ class DDPM(ModelFamily):
     presets = {
         # Ho et al. / Nichol & Dhariwal at 64 px: 2 res blocks per level, attention at 16 and 8 px, dropout 0.1
         "paper": {"train": {"batch_size": 64, "steps": 100_000, "ema_decay": 0.9999}, "model": {}},
-        # 32 px, 16/32/64 channels, attention at 8 px only: ~0.7 M parameters, 0.3-0.8 s per step of 32
-        # images on one core of the shared 2-core box (bench/train_throughput.py --preset fast-cpu).
+        # 32 px, 16/32/64 channels, attention at 8 px only: ~0.7 M parameters; on the idle 2-core AMD EPYC
+        # box 0.20 s per step of 32 images (2 threads, bf16), so the 4000 steps take about 14 minutes
+        # (bench/train_throughput.py --models ddpm --preset fast-cpu).
         # Guidance 3: bench/conditioning_check.py, ddpm after 563 steps (3 min), 64 images per case: the
         # reader finds the requested sex/view in 0.88/0.69 of the images at guidance 2, 0.97/0.78 at 3,
         # 0.98/0.78 at 4; paired heart-ratio gain with Cardiomegaly 0.06 / 0.08 / 0.09, unmeasurable
