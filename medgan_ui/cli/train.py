@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fill every general-label x finding cell of the run's training data up to N images "
                         "(prints the plan; not with --general/--findings/--n)")
     s.add_argument("--checkpoint", default=None, help="checkpoint name, e.g. step_001000 (default: latest)")
+    s.add_argument("--sampling", default="", metavar="KEY=VALUE,...",
+                   help="a diffusion run's per-call sampling settings, e.g. steps=50,guidance=3,strength=0.6 "
+                        "(default: the run's own)")
     s.add_argument("--device", default="auto")
     add_workspace_arg(s)
     s.set_defaults(func=cmd_sample)
@@ -72,6 +75,13 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
             raise UserError(f"{what}: {part!r} is not KEY=VALUE (example: sex=F,view=AP)")
         out[key.strip()] = value.strip()
     return out
+
+
+def _number(key: str, value: str) -> float | int:
+    try:
+        return int(value) if key == "steps" else float(value)
+    except ValueError:
+        raise UserError(f"--sampling {key}={value!r}: expected a number") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,7 +201,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         general = parse_pairs(args.general, "--general")
         findings = [f.strip() for f in args.findings.split(",") if f.strip() and f.strip() != "No Finding"]
         cells = [(general, findings, n)]
-    folder = export(run, cells, out, seed=args.seed)
+    options = {k: _number(k, v) for k, v in parse_pairs(args.sampling, "--sampling").items()}
+    run.model.check_sample_options(options)
+    folder = export(run, cells, out, seed=args.seed, options=options)
     if args.top_up is not None:
         print(f"wrote {sum(c[2] for c in cells):,} synthetic images in {len(cells)} cells (with labels.csv and "
               f"manifest.json) to:")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from medgan_ui.data.imageset import ImageSet
+from medgan_ui.errors import UserError
 
 if TYPE_CHECKING:
     from medgan_ui.gan.feed import DeviceBatches
@@ -161,6 +162,12 @@ class ModelFamily:
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True) -> dict[str, torch.Tensor]:
         """{'images': [n,1,H,W] in [-1,1]} plus optional extra views (GDGAN: {'stage1': ...})."""
         raise NotImplementedError
+
+    def check_sample_options(self, options: dict[str, Any]) -> None:
+        """Raise UserError for per-call sampling settings (see `sample_options`) this family cannot use."""
+        unknown = sorted(set(options) - set(self.sample_options))
+        if unknown:
+            raise UserError(f"{self.kind} has no sampling setting(s) {unknown}; it takes {sorted(self.sample_options) or 'none'}")
 
     # ---- resume --------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -89,9 +89,7 @@ def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, find
     if n < 1:
         raise UserError(f"number of images must be at least 1 (got {n})")
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    unknown = sorted(set(options) - set(run.model.sample_options))
-    if unknown:
-        raise UserError(f"{run.kind} has no sampling setting(s) {unknown}; it takes {sorted(run.model.sample_options) or 'none'}")
+    run.model.check_sample_options(options)
     gen = torch.Generator().manual_seed(int(seed))
     size = run.schema.image_size
     images, stage1 = [], []
@@ -119,15 +117,16 @@ def _check_cells(run: LoadedRun, cells: Cells) -> None:
         encode_labels(run.schema, general, findings, 1, torch.device("cpu"))  # validates names
 
 
-def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str) -> Path:
+def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str, options: dict[str, Any] | None) -> Path:
     _check_cells(run, cells)
+    run.model.check_sample_options(options or {})  # before the set's folder exists
     set_id = new_id(f"{run.kind}-{fmt}")
     folder = Path(out_dir) / set_id
     folder.mkdir(parents=True, exist_ok=False)
     rows: list[dict[str, str]] = []
     i = 0
     for c, (general, findings, count) in enumerate(cells):
-        res = generate(run, int(count), general, findings, seed=seed + 1009 * c)
+        res = generate(run, int(count), general, findings, seed=seed + 1009 * c, options=options)
         for k in range(int(count)):
             name = f"{i:05d}.{'dcm' if fmt == 'dicom' else 'png'}"
             labels = res.labels[k]
@@ -147,20 +146,20 @@ def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str) ->
     writer.writerows(rows)
     atomic_write_text(folder / "labels.csv", buf_csv.getvalue())
     write_manifest(folder, kind="synthetic-set", synthetic=True, format=fmt, run=run.run_id, model=run.kind,
-                   checkpoint=run.checkpoint.name, step=run.step, seed=seed, n_images=i,
+                   checkpoint=run.checkpoint.name, step=run.step, seed=seed, n_images=i, sampling=options or {},
                    cells=[{"general": g, "findings": f, "count": int(n)} for g, f, n in cells],
                    schema=run.schema.to_dict())
     return folder
 
 
-def export_png(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0) -> Path:
+def export_png(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
     """Write synthetic/<set-id>/ (PNG images + labels.csv + manifest.json) under out_dir; returns the folder."""
-    return _export(run, cells, out_dir, seed, "png")
+    return _export(run, cells, out_dir, seed, "png", options)
 
 
-def export_dicom(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0) -> Path:
+def export_dicom(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
     """As export_png, with DICOM Secondary Capture files instead of PNGs."""
-    return _export(run, cells, out_dir, seed, "dicom")
+    return _export(run, cells, out_dir, seed, "dicom", options)
 
 
 def _label_value(general: dict[str, str], names: tuple[str, ...]) -> str | None:

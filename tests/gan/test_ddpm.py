@@ -149,3 +149,29 @@ def test_gd_ddpm_trains_under_torchrun_two_cpu_processes(tmp_path):
     state = ck.load(ck.resolve(run_dir / "checkpoints"))
     assert state["step"] == 4 and len(state["rng"]) == 2  # both ranks' RNG streams, for an exact resume
     assert (run_dir / "samples" / "latest.png").is_file()
+
+
+def test_cli_samples_gd_ddpm_with_per_call_settings_and_refuses_bad_ones(tmp_path, capsys):
+    from medgan_ui.cli import main
+    from medgan_ui.workspace import read_json
+
+    ws = str(tmp_path / "ws")
+    assert main(["train", "--model", "gd-ddpm", "--data", "demo", "--preset", "tiny", "--steps", "3", "--no-progress",
+                 "--workspace", ws]) == 0
+    main(["runs", "--json", "--workspace", ws])
+    import json
+
+    run_id = json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"]
+    out = tmp_path / "sets"
+    for bad, words in (("strength=1.5", "strength must be in (0, 1]"), ("steps=0", "sampling steps must be"),
+                       ("guidance=-1", "guidance scale must be 0 or more"), ("eta=1", "no sampling setting(s) ['eta']"),
+                       ("strength=much", "expected a number")):
+        assert main(["sample", run_id, "--n", "2", "--sampling", bad, "--out", str(out), "--workspace", ws]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert not out.exists()  # refused before any set folder was made
+    assert main(["sample", run_id, "--n", "2", "--sampling", "strength=0.5,steps=3", "--out", str(out),
+                 "--workspace", ws]) == 0
+    folder = out / capsys.readouterr().out.strip().split("/")[-1]
+    assert read_json(folder / "manifest.json")["sampling"] == {"strength": 0.5, "steps": 3}
+    assert len(list(folder.glob("*.png"))) == 2

@@ -304,6 +304,11 @@ class DDPM(ModelFamily):
         check_sampling(self.cfg, steps, guidance, strength)
         return steps, guidance, strength
 
+    def check_sample_options(self, options: dict[str, Any]) -> None:
+        super().check_sample_options(options)
+        strength = options.get("strength", getattr(self.cfg, "strength", None))
+        self._options(options.get("steps"), options.get("guidance"), strength)
+
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True, *,
                  steps: int | None = None, guidance: float | None = None) -> dict[str, torch.Tensor]:
         steps, guidance, _ = self._options(steps, guidance, None)

@@ -1,0 +1,36 @@
+"""The diffusion families' conditioning works, not only their loss: bench/conditioning_check.py's
+method (a reader trained on real phantom images; the cardiothoracic ratio with vs without
+Cardiomegaly at the same noise) after a short fast-cpu training on the demo phantom, 32x32.
+About 15 minutes per family on one CPU thread: marked slow.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from _paths import ROOT
+
+BENCH = ROOT / "bench" / "conditioning_check.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ddpm", "gd-ddpm"])
+def test_diffusion_conditioning_on_demo_phantom(kind):
+    spec = importlib.util.spec_from_file_location("conditioning_check", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = mod.run_check(size=32, steps=2000, seed=0, preset="fast-cpu", per_combo=32, model=kind)
+    finally:
+        torch.set_num_threads(threads)
+    print(r)
+    assert r["reader_acc_real"]["sex"] >= 0.9 and r["reader_acc_real"]["view"] >= 0.9  # the reader itself works
+    assert r["reader_acc_generated_stage1"]["sex"] >= 0.8
+    assert r["reader_acc_generated_stage1"]["view"] >= 0.8
+    assert r["ctr_nan_fraction"] < 0.2  # the generated chests are measurable at all
+    assert r["ctr_with_cardiomegaly"] > r["ctr_without"] + 0.01
+    assert r["ctr_paired_larger_fraction"] > 0.55  # same noise and general labels, with vs without
