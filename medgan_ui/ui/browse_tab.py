@@ -293,7 +293,7 @@ def wire_export(ctx: AppContext, pk: Picker, ex: Exporter) -> None:
     ex.plan_btn.click(on_plan, [pk.run, ex.target], ex.plan, api_name="export_plan")
 
     @friendly
-    def on_export(run_id, ckpt_name, table, fmt_name, sd, progress=gr.Progress()):
+    def on_export(run_id, ckpt_name, table, fmt_name, sd, strength=None, progress=gr.Progress()):
         if not run_id:
             raise UserError("choose a trained run first")
         if table is None or len(table) == 0:
@@ -305,10 +305,11 @@ def wire_export(ctx: AppContext, pk: Picker, ex: Exporter) -> None:
             raise UserError(f"{total:,} images is more than one export allows (50,000); lower the target")
         progress(0.1, desc=f"Generating {total:,} images")
         export = export_dicom if fmt_name == "DICOM" else export_png
-        folder = export(loaded, cells, ctx.workspace.synthetic, seed=int(sd or 0))
+        options = {"strength": strength} if "strength" in loaded.model.sample_options else None  # as shown above
+        folder = export(loaded, cells, ctx.workspace.synthetic, seed=int(sd or 0), options=options)
         return f"Wrote **{total:,}** synthetic images in {len(cells)} cells to `{folder}` (with labels.csv and manifest.json)."
 
-    ex.export_btn.click(on_export, [pk.run, pk.ckpt, ex.plan, ex.fmt, pk.seed], ex.note, concurrency_limit=1,
+    ex.export_btn.click(on_export, [pk.run, pk.ckpt, ex.plan, ex.fmt, pk.seed, pk.strength], ex.note, concurrency_limit=1,
                         api_name="export")
 
 
