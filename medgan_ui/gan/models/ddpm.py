@@ -265,8 +265,11 @@ class DDPM(ModelFamily):
         """A fresh (stateful) sampler over `steps` steps, configured from the training schedule."""
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-        cls = DDIMScheduler if self.cfg.sampler == "ddim" else DPMSolverMultistepScheduler
-        sched = cls.from_config(self.scheduler.config)
+        if self.cfg.sampler == "ddim":  # clips its x0 estimate to [-1, 1] (clip_sample of the training config)
+            sched = DDIMScheduler.from_config(self.scheduler.config)
+        else:  # without a bound the x0 estimate of the first, nearly pure-noise steps explodes (cosine schedule):
+            # dynamic thresholding (Imagen), meant for pixel-space models like this one
+            sched = DPMSolverMultistepScheduler.from_config(self.scheduler.config, thresholding=True, sample_max_value=1.0)
         sched.set_timesteps(int(steps), device=self.device)
         return sched
 
