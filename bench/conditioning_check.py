@@ -140,6 +140,20 @@ def measure(run_dir: Path, reader: Reader, real: ImageSet, per_combo: int,
     }
 
 
+def failed_criteria(r: dict[str, Any]) -> list[str]:
+    """The pass criteria of the check (issue 13 / the GDGAN test), as the names of those not met."""
+    gen = r["reader_acc_generated_stage1"]
+    checks = {
+        "the reader itself works (>= 0.9 on real images)": min(r["reader_acc_real"].values()) >= 0.9,
+        "requested sex recognised >= 0.8": gen["sex"] >= 0.8,
+        "requested view recognised >= 0.8": gen["view"] >= 0.8,
+        "generated chests measurable (< 20 % not)": r["ctr_nan_fraction"] < 0.2,
+        "heart ratio larger with Cardiomegaly (> +0.01)": r["ctr_with_cardiomegaly"] > r["ctr_without"] + 0.01,
+        "same-noise pairs larger with Cardiomegaly (> 55 %)": r["ctr_paired_larger_fraction"] > 0.55,
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
 def run_check(size: int = 32, n: int = 2000, steps: int = 2400, seed: int = 0, preset: str = "fast-cpu",
               per_combo: int = 64, reader_steps: int = 300, log: Callable[[str], None] = lambda s: None,
               model: str = "gdgan", workspace: str | None = None, minutes: float | None = None,

@@ -29,9 +29,4 @@ def test_diffusion_conditioning_on_demo_phantom(kind):
     finally:
         torch.set_num_threads(threads)
     print(r)
-    assert r["reader_acc_real"]["sex"] >= 0.9 and r["reader_acc_real"]["view"] >= 0.9  # the reader itself works
-    assert r["reader_acc_generated_stage1"]["sex"] >= 0.8
-    assert r["reader_acc_generated_stage1"]["view"] >= 0.8
-    assert r["ctr_nan_fraction"] < 0.2  # the generated chests are measurable at all
-    assert r["ctr_with_cardiomegaly"] > r["ctr_without"] + 0.01
-    assert r["ctr_paired_larger_fraction"] > 0.55  # same noise and general labels, with vs without
+    assert mod.failed_criteria(r) == []
