@@ -36,7 +36,7 @@ NIH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000"
 def train_gans(ws: Workspace, ds, cfg: ExperimentConfig, preset: str, steps: int) -> list[str]:
     """One GDGAN per split, each on that split's train part only."""
     from medgan_ui.gan.config import make_configs
-    from medgan_ui.gan.engine import create_run, train
+    from medgan_ui.gan.runs import Run
 
     stratify = min(cfg.targets, key=lambda t: int(ds.detailed[:, ds.findings.index(t)].sum()))
     ids = []
@@ -45,9 +45,10 @@ def train_gans(ws: Workspace, ds, cfg: ExperimentConfig, preset: str, steps: int
         part.split = split
         tc, mc = make_configs("gdgan", preset, steps=steps, checkpoint_every=steps, sample_every=max(steps // 4, 1),
                               seed=cfg.seed + k)
-        rid = create_run(ws, part, tc, mc)
+        run = Run.create(ws, part, tc, mc)
+        rid = run.id
         t0 = time.perf_counter()
-        out = train(part, tc, mc, ws.run_dir(rid))
+        out = run.train(part)
         print(json.dumps({"bench": "augmentation_comparison", "gan": rid, "split": k, "preset": preset, "steps": steps,
                           "status": out["status"], "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         ids.append(rid)

@@ -40,10 +40,9 @@ def main() -> None:
     for kind in [k for k in args.models.split(",") if k]:
         tc, mc = make_configs(kind, "paper")
         model = build_model(kind, mc, tc, schema, torch.device("cpu"))
-        if hasattr(model, "bind_data"):
-            model.bind_data(ds)
+        model.bind_data(ds)
         b = tc.batch_size
-        batch = DeviceBatches(ds, b, torch.device("cpu"), seed=0).next()
+        batch = model.next_batch(DeviceBatches(ds, b, torch.device("cpu"), seed=0))
         per_step = model.images_per_step(b)
         n = 6 if kind == "gdgan" else 3
         median_step_s(model, batch, False, 1), median_step_s(model, batch, True, 1)  # warm-up

@@ -10,6 +10,7 @@ shared machine slows all alike and the printed ratios stay fair.
 
     python bench/train_throughput.py            # all models, about 10 minutes on a 2-core CPU
     python bench/train_throughput.py --quick    # fewer steps, GDGAN stage 1 ratio + one line per model
+    python bench/train_throughput.py --models ddpm,gd-ddpm --preset fast-cpu --threads 1   # the diffusion CPU demo
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def engine_block(model, feed: DeviceBatches, device, start: int, steps: int, log
     sums: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
     for i in range(start, start + steps):
-        batch = feed.next()
+        batch = model.next_batch(feed)  # DCGAN draws per-class batches through the feed
         with autocast(device, amp):
             losses = model.train_step(batch, i)
         model.update_ema(i)
@@ -171,14 +172,15 @@ def measure_gdgan_stage1(ds, device, rounds: int, block: int, warmup: int) -> li
     return lines + [ratio]
 
 
-def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | None = None) -> dict:
-    tc, mc = make_configs(kind, "paper", device=device.type)
+def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | None = None, preset: str = "paper") -> dict:
+    tc, mc = make_configs(kind, preset, device=device.type)
+    if tc.image_size != ds.size:  # a preset at another size (the diffusion fast-cpu preset is 32 px)
+        ds = demo_imageset(n=len(ds), size=tc.image_size, seed=0)
     model = build_model(kind, mc, tc, LabelSchema.from_imageset(ds), device)
     if uses_channels_last(device):
         for net in model.nets.values():
             net.to(memory_format=torch.channels_last)
-    if hasattr(model, "bind_data"):
-        model.bind_data(ds)
+    model.bind_data(ds)
     start = getattr(model, "stage1_steps", 0) if stage == 2 else 0
     if kind == "pggan":  # time the last phase (full 64x64), not the 4x4 start
         start = tc.steps - warmup - steps - 1
@@ -194,7 +196,7 @@ def measure_model(kind: str, ds, device, steps: int, warmup: int, stage: int | N
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:
         mem = rss.mb
-    return {"bench": "train_throughput", "model": kind, "variant": "engine", "stage": getattr(model, "stage", None),
+    return {"bench": "train_throughput", "model": kind, "preset": preset, "variant": "engine", "stage": model.stage,
             "image_size": tc.image_size, "batch": tc.batch_size, "device": str(device),
             "threads": torch.get_num_threads(), "precision": precision_name(device), "steps": steps,
             "img_per_s": steps * model.images_per_step(tc.batch_size) / dt,
@@ -206,7 +208,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few steps (a smoke check, not a measurement)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--models", default="gdgan,acgan,dcgan,pggan")
+    ap.add_argument("--models", default="gdgan,acgan,dcgan,pggan,ddpm,gd-ddpm")
+    ap.add_argument("--preset", default="paper", help="preset the models are timed with (fast-cpu: the CPU demo sizes)")
     ap.add_argument("--images", type=int, default=512, help="phantom images to train on")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for both variants (0 = torch's default); on a crowded shared CPU 1 thread "
@@ -225,7 +228,7 @@ def main() -> None:
         stages = (1, 2) if kind == "gdgan" else (None,)
         for stage in stages:
             try:
-                print(json.dumps(measure_model(kind, ds, device, steps, warmup, stage)), flush=True)
+                print(json.dumps(measure_model(kind, ds, device, steps, warmup, stage, args.preset)), flush=True)
             except Exception as exc:  # a family not built yet must not hide the others' numbers
                 print(json.dumps({"bench": "train_throughput", "model": kind, "error": f"{type(exc).__name__}: {exc}"}),
                       flush=True)

@@ -116,13 +116,14 @@ def browser_grid_times(url: str, run_id: str, n: int = 5) -> list[float]:
 def trained_fast_cpu_run(ctx) -> str:
     """A fast-cpu GDGAN run with one checkpoint (2 steps: sampling speed does not depend on training)."""
     from medgan_ui.gan.config import make_configs
-    from medgan_ui.gan.engine import create_run, train
+    from medgan_ui.gan.runs import Run
 
     ds = ctx.require_dataset()
     tcfg, mcfg = make_configs("gdgan", "fast-cpu", steps=2, checkpoint_every=2, sample_every=2, log_every=1,
                               image_size=ds.size)
-    run_id = create_run(ctx.workspace, ds, tcfg, mcfg)
-    train(ds, tcfg, mcfg, ctx.workspace.run_dir(run_id))
+    run = Run.create(ctx.workspace, ds, tcfg, mcfg)
+    run.train(ds)
+    run_id = run.id
     return run_id
 
 
@@ -174,7 +175,7 @@ def main() -> int:
         if shown:
             emit(bench="browse_16_grid_browser", **summary(shown), target_s=1.0, preset="fast-cpu",
                  note="Chromium: click Generate until all 16 images have loaded")
-        from medgan_ui.gan.sampling import generate, load_run
+        from medgan_ui.gan.generate import generate, load_run
 
         loaded = load_run(ctx.workspace.run_dir(run_id))
         emit(bench="browse_16_generate_only", **summary(timed(lambda: generate(loaded, 16, {"sex": "F"}, ["Cardiomegaly"]), 5)))

@@ -2,10 +2,14 @@
 
 Why threads and not processes: a job shares the already-loaded ImageSet and the torch runtime with
 the app, and stop is cooperative (the job polls `should_stop()` once per step), so nothing needs to
-be killed. The state of every job is persisted in the workspace (jobs.json, plus runs/<id>/job.json
-for training runs), so a browser reload only re-reads it, and an app restart shows a job that was
-running when the process died as "interrupted" (resumable from its last checkpoint). The engine
-keeps its own runs/<id>/status.json; the job's view of a run goes to runs/<id>/job.json beside it.
+be killed. The queue is persisted in the workspace (jobs.json), so a browser reload only re-reads it,
+and an app restart shows a job that was running when the process died as "interrupted" (resumable
+from its last checkpoint). A training job's run keeps its state in runs/<id>/status.json, written
+through the Run API (gan/runs.py) by the trainer and by this queue (queued, stopping, cancelled, and
+failures before the trainer started); this module never keeps a second copy of it.
+
+This module also owns how the UI submits work: start/resume/stop training (one training job at a
+time), the augmentation experiment and the GAN metrics.
 
 A job is `fn(on_progress, should_stop) -> dict`. `on_progress(event: dict)` merges the event into
 the job's live progress (step, losses, img/s, ETA, sample path); the UI polls `get()` with a timer.
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medgan_ui.errors import UserError
+from medgan_ui.gan.runs import LIVE, Run
 from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, read_json
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,7 @@ class JobManager:
             self._stop[job.id] = threading.Event()
             self._queue.append(job.id)
             self._persist(job, force=True)
+            self._mark_run(job, "queued")
             self._wake.notify_all()
             return job.id
 
@@ -100,6 +106,7 @@ class JobManager:
                 self._stop[job_id].set()
                 job.status = "stopping"
                 self._persist(job, force=True)
+                self._mark_run(job, "stopping")
                 return f"{job.name}: stopping after the current step (a checkpoint is written first)."
             return f"{job.name} is not running (status: {job.status})."
 
@@ -167,6 +174,7 @@ class JobManager:
                 stop = self._stop[job.id]
                 job.status, job.started = "running", now_iso()
                 self._persist(job, force=True)
+                self._mark_run(job, "running")
             self._run(job, fn, stop)
 
     def _run(self, job: JobRecord, fn: JobFn, stop: threading.Event) -> None:
@@ -209,6 +217,7 @@ class JobManager:
         job.error = error or job.error
         self._stop.pop(job.id, None)
         self._persist(job, force=True)
+        self._end_run(job)
         self._wake.notify_all()
 
     def _write_log(self, job: JobRecord, text: str) -> None:
@@ -229,10 +238,33 @@ class JobManager:
         records = sorted(self._jobs.values(), key=lambda j: j.created)[-KEEP_JOBS:]
         try:
             atomic_write_json(self.path, {"jobs": [_public(j) for j in records]})
-            if job.run_id:
-                atomic_write_json(self.ws.run_dir(job.run_id) / "job.json", _public(job))
         except OSError as exc:  # a full disk must not kill the job itself
             log.warning("could not persist job state: %s", exc)
+
+    # ---- the run's own state (runs/<id>/status.json, through the Run API) ---------------------
+    def _run_of(self, job: JobRecord) -> Run | None:
+        return Run(self.ws.run_dir(job.run_id), self.ws) if job.run_id else None
+
+    def _mark_run(self, job: JobRecord, state: str, message: str = "") -> None:
+        run = self._run_of(job)
+        if run is None:
+            return
+        try:
+            run.set_status(state, message=message, job_id=job.id)
+        except OSError as exc:
+            log.warning("could not write the state of run %s: %s", job.run_id, exc)
+
+    def _end_run(self, job: JobRecord) -> None:
+        """A job ended: unless the trainer already wrote the run's final state, write it from the job's."""
+        run = self._run_of(job)
+        if run is None or run.raw_status().get("status") not in LIVE:
+            return
+        before = run.raw_status().get("before")
+        if job.started is None and before and before not in ("created", *LIVE):
+            state = before  # a queued resume that never started: the run is what it was
+        else:
+            state = {"done": "finished"}.get(job.status, job.status)
+        self._mark_run(job, state, job.error or "")
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -253,6 +285,7 @@ class JobManager:
             self._jobs[job.id] = job
         for job in changed:
             self._persist(job, force=True)
+            self._end_run(job)
 
     def _require(self, job_id: str) -> JobRecord:
         if job_id not in self._jobs:
@@ -283,126 +316,93 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-# ---- runs in the workspace ------------------------------------------------------------------
-def last_jsonl(path: Path, tail_bytes: int = 8192) -> dict[str, Any] | None:
-    """Last complete JSON line of a (possibly growing) JSONL file, reading only its tail."""
-    import json
-
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - tail_bytes))
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:  # a line being written right now, or a cut first line
-            continue
-    return None
-
-
-def run_status(ws: Workspace, manager: JobManager | None, run_id: str) -> dict[str, Any]:
-    """{status, step, total, message, job_id} of one run.
-
-    A live job of this app (queued/running/stopping) wins; then the engine's status.json (it knows
-    finished/stopped/failed, and says interrupted when the process that wrote "running" is gone);
-    then job.json (e.g. a job cancelled or failed before the engine started); else "not started".
-    """
-    from medgan_ui.gan.engine import run_status as engine_status
-
-    folder = ws.run_dir(run_id)
-    live = manager.job_for_run(run_id) if manager is not None else None
-    job = live
-    if job is None:
-        try:
-            job = read_json(folder / "job.json")
-        except (OSError, ValueError):
-            job = None
-    eng = engine_status(folder)
-    out: dict[str, Any] = {"status": "not started", "step": 0, "total": int(eng.get("total", 0) or 0),
-                           "message": "", "job_id": job.get("id") if job else None}
-    if eng:
-        out.update(step=int(eng.get("step", 0) or 0), message=eng.get("message") or "")
-    if job is not None and (job["status"] in ACTIVE or not eng or eng.get("status") == "created"):
-        out["status"] = job["status"]
-        if job["status"] in ACTIVE and live is None:
-            out["status"] = "interrupted"  # written by an app process that is gone
-        prog = job.get("progress", {})
-        out["step"] = int(prog.get("step", out["step"]) or 0)
-        out["total"] = int(prog.get("total", out["total"]) or 0)
-        out["message"] = job.get("error") or out["message"]
-    elif eng and eng.get("status") != "created":
-        out["status"] = eng["status"]
-        if job is not None and job.get("status") == "failed" and job.get("error"):
-            out["message"] = job["error"]
-    return out
-
-
 # ---- training jobs ---------------------------------------------------------------------------
+def require_no_training(manager: JobManager, doing: str = "starting another") -> None:
+    """One training job at a time: the device is shared, and a second run would halve both."""
+    busy = manager.active("train")
+    if busy:
+        raise UserError(f"training run {busy[0]['run_id']} is already {busy[0]['status']}: stop it first "
+                        f"(or wait for it to finish) before {doing}")
+
+
 def start_training(manager: JobManager, ws: Workspace, dataset: Any, train_cfg: Any, model_cfg: Any) -> tuple[str, str]:
     """Validate, create runs/<id>/ and queue its training. Returns (run_id, job_id).
 
     Bad settings raise UserError here, before a folder or a job exists (no half-started job).
     """
-    from medgan_ui.gan.engine import create_run, train
-
-    run_id = create_run(ws, dataset, train_cfg, model_cfg)
-    run_dir = ws.run_dir(run_id)
+    require_no_training(manager)
+    run = Run.create(ws, dataset, train_cfg, model_cfg)
 
     def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
-        return train(dataset, train_cfg, model_cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+        return run.train(dataset, on_progress=on_progress, should_stop=should_stop)
 
-    return run_id, manager.submit("train", f"{train_cfg.model} run {run_id}", fn, run_id=run_id)
+    return run.id, manager.submit("train", f"{train_cfg.model} run {run.id}", fn, run_id=run.id)
 
 
 def resume_training(manager: JobManager, ws: Workspace, run_id: str, dataset: Any = None,
                     steps: int | None = None) -> str:
     """Queue the continuation of a stopped/interrupted run from its latest checkpoint. Returns the job id.
 
-    `dataset` is used when it is the run's data (same fingerprint); otherwise the engine reloads the
-    data from the source recorded in config.json (a cache hit after the first load).
+    `dataset` is used when it is the run's data (same fingerprint); otherwise the run's data is
+    loaded again from the source recorded in config.json (a cache hit after the first load).
     """
-    from medgan_ui.gan import checkpoint as ckpt
-    from medgan_ui.gan.engine import resume_run
-
-    folder = ws.run_dir(run_id)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"run {run_id!r} not found in {ws.runs}")
-    st = run_status(ws, manager, run_id)
-    if st["status"] in ACTIVE:
+    require_no_training(manager, "resuming another")
+    run = Run.open(ws, run_id)
+    st = run.status()
+    if st["status"] in LIVE:
         raise UserError(f"run {run_id} is already {st['status']}; nothing to resume")
-    ckpt.resolve(folder / "checkpoints")  # no checkpoint yet -> a clear message now, not a failed job
-    total = int(read_json(folder / "config.json").get("train", {}).get("steps", 0))
+    run.checkpoint()  # no checkpoint yet -> a clear message now, not a failed job
+    total = int(run.config().get("train", {}).get("steps", 0))
     if steps is not None and steps <= total:
         steps = None
     if st["step"] >= total and steps is None:
         raise UserError(f"run {run_id} already reached all {total} steps; set Steps above {total} to train it longer")
-    want = read_json(folder / "config.json").get("dataset", {}).get("fingerprint")
+    want = run.config().get("dataset", {}).get("fingerprint")
     data = dataset if dataset is not None and want and getattr(dataset, "fingerprint", None) == want else None
 
     def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
-        return resume_run(ws, run_id, dataset=data, steps=steps, on_progress=on_progress, should_stop=should_stop)
+        return run.resume(dataset=data, steps=steps, on_progress=on_progress, should_stop=should_stop)
 
     return manager.submit("train", f"resume {run_id}", fn, run_id=run_id)
 
 
-def run_summaries(ws: Workspace, manager: JobManager | None = None) -> list[dict[str, Any]]:
-    """One row per runs/<id>: model, preset, status, step; newest first. Reads small files only."""
-    rows = []
-    for folder in reversed(ws.list_runs()):
-        try:
-            cfg = read_json(folder / "config.json")
-        except (OSError, ValueError):
-            cfg = {}
-        train_cfg = cfg.get("train", {})
-        st = run_status(ws, manager, folder.name)
-        if st["status"] in ("queued", "not started") or not st["step"]:
-            last = last_jsonl(folder / "metrics.jsonl") or {}
-            st["step"] = int(last.get("step", st["step"]) or 0)
-        rows.append({"run_id": folder.name, "model": cfg.get("kind", "?"), "preset": train_cfg.get("preset", ""),
-                     "status": st["status"], "step": st["step"], "steps": int(train_cfg.get("steps", st["total"]) or 0),
-                     "message": st["message"], "job_id": st["job_id"]})
-    return rows
+def stop_training(manager: JobManager, run_id: str | None = None) -> str:
+    """Stop the training job of `run_id` (else the running one). Returns a message."""
+    active = manager.active("train")
+    if not active:
+        raise UserError("no training is running, so there is nothing to stop")
+    job = next((j for j in active if j["run_id"] == run_id), active[0])
+    return manager.stop(job["id"])
+
+
+# ---- evaluation jobs -------------------------------------------------------------------------
+def start_experiment(manager: JobManager, ws: Workspace, dataset: Any, cfg: Any) -> str:
+    """Validate the augmentation-comparison experiment now (bad input is shown at once, not as a
+    failed job later), then queue it. Returns the job id."""
+    from medgan_ui.evaluate.experiment import run_experiment, validate
+
+    validate(cfg, ws, dataset)
+
+    def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
+        out = run_experiment(cfg, ws, on_progress, should_stop, dataset=dataset)
+        return {"id": out["id"], "dir": out["dir"], "status": out["status"]}
+
+    return manager.submit("experiment", f"compare {'+'.join(cfg.targets)}", fn)
+
+
+def start_gan_metrics(manager: JobManager, ws: Workspace, dataset: Any, sources: list[str], *,
+                      extractor: str = "domain", n: int = 500) -> str:
+    """Queue IS/FID/KID/memorisation for runs or synthetic sets. Returns the job id."""
+    from medgan_ui.evaluate.gan_metrics import evaluate_gan
+
+    if not sources:
+        raise UserError("choose at least one run or synthetic set")
+    if n is None or int(n) < 10:
+        raise UserError(f"images per model must be at least 10: IS uses 10 splits (got {n})")
+
+    def fn(on_progress: ProgressFn, should_stop: StopFn) -> dict:
+        out = evaluate_gan(ws, dataset, list(sources), extractor=(extractor or "domain").strip(), n=int(n),
+                           on_progress=on_progress, should_stop=should_stop)
+        return {"id": out["id"], "dir": out["dir"]}
+
+    return manager.submit("metrics", f"metrics {'+'.join(sources)}", fn)

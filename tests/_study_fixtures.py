@@ -33,7 +33,7 @@ def write_synthetic_folder(folder: Path, n: int = 240, seed: int = 7) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file", "sex", "view", "Finding Labels"])  # the columns gan.sampling.export_png writes
+        w.writerow(["file", "sex", "view", "Finding Labels"])  # the columns gan.generate.export_png writes
         for i in range(len(ds)):
             img = Image.fromarray(ds.images[i].numpy()).filter(ImageFilter.GaussianBlur(0.8))
             arr = np.clip(np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (64, 64)), 0, 255).astype(np.uint8)

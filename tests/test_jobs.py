@@ -80,7 +80,7 @@ def test_failure_is_captured_as_readable_message_and_worker_survives(tmp_path):
     assert r1["status"] == "failed" and r1["error"] == "RuntimeError: CUDA out of memory (simulated)"
     assert jm.get(j2)["error"] == "image size 48 is not supported: use 32, 64 or 128"
     assert (ws.runs / "r1" / "job-error.log").read_text().count("Traceback") == 1
-    assert read_json(ws.runs / "r1" / "job.json")["status"] == "failed"
+    assert read_json(ws.runs / "r1" / "status.json")["status"] == "failed"
 
 
 def test_state_persists_and_restart_marks_running_job_interrupted(tmp_path):
@@ -100,7 +100,7 @@ def test_state_persists_and_restart_marks_running_job_interrupted(tmp_path):
     assert started.wait(5)
     on_disk = read_json(ws.root / "jobs.json")["jobs"]
     assert on_disk[0]["status"] == "running"
-    assert read_json(ws.runs / "run-a" / "job.json")["status"] == "running"
+    assert read_json(ws.runs / "run-a" / "status.json")["status"] == "running"
 
     # a second manager on the same workspace = the app restarted after the process died
     jm2 = JobManager(ws)
@@ -108,7 +108,7 @@ def test_state_persists_and_restart_marks_running_job_interrupted(tmp_path):
     assert rec["status"] == "interrupted" and "resume" in rec["error"]
     assert rec["progress"]["step"] == 7
     assert jm2.job_for_run("run-a")["id"] == jid
-    assert read_json(ws.runs / "run-a" / "job.json")["status"] == "interrupted"
+    assert read_json(ws.runs / "run-a" / "status.json")["status"] == "interrupted"
     release.set()
     jm.wait(jid, timeout=10)
 

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace_arg(p)
     p.set_defaults(func=_evaluate)
 
-    q = sub.add_parser("metrics", help="GAN quality: IS (+ Welch t-test), FID/KID with floor, MS-SSIM, memorisation")
+    q = sub.add_parser("metrics", help="generator quality (GAN or diffusion runs): IS (+ Welch t-test), FID/KID with floor, MS-SSIM, memorisation")
     _data_args(q)
     q.add_argument("--run", action="append", required=True, help="run (or synthetic set) id; repeat to compare two")
     q.add_argument("--extractor", default="domain", help="domain | domain:PATH | inception:PATH (local weights)")

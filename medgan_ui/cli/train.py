@@ -16,11 +16,12 @@ from medgan_ui.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medgan_ui.gan.config import MODEL_KINDS, PRESETS
+    from medgan_ui.gan.config import PRESETS
+    from medgan_ui.gan.registry import kinds
 
     p = sub.add_parser("train", help="train a GAN (or resume a run)",
                        description="Train gdgan/acgan/dcgan/pggan on a dataset, or continue a run with --resume.")
-    p.add_argument("--model", choices=MODEL_KINDS, help="model family (required unless --resume)")
+    p.add_argument("--model", choices=kinds(), help="model family (required unless --resume)")
     p.add_argument("--data", help="dataset folder/file, or 'demo' for the built-in phantom")
     p.add_argument("--format", default=None, help="reader name (default: detected from the files)")
     p.add_argument("--preset", default="paper", choices=list(PRESETS), help="settings preset (default: paper)")
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fill every general-label x finding cell of the run's training data up to N images "
                         "(prints the plan; not with --general/--findings/--n)")
     s.add_argument("--checkpoint", default=None, help="checkpoint name, e.g. step_001000 (default: latest)")
+    s.add_argument("--sampling", default="", metavar="KEY=VALUE,...",
+                   help="a diffusion run's per-call sampling settings, e.g. steps=50,guidance=3,strength=0.6 "
+                        "(default: the run's own)")
     s.add_argument("--device", default="auto")
     add_workspace_arg(s)
     s.set_defaults(func=cmd_sample)
@@ -73,6 +77,13 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
     return out
 
 
+def _number(key: str, value: str) -> float | int:
+    try:
+        return int(value) if key == "steps" else float(value)
+    except ValueError:
+        raise UserError(f"--sampling {key}={value!r}: expected a number") from None
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
     for item in args.set:
@@ -88,6 +99,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medgan_ui.gan import engine
+    from medgan_ui.gan.runs import Run
     from medgan_ui.gan.device import init_distributed, shutdown_distributed
     from medgan_ui.workspace import Workspace
 
@@ -96,8 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.model or args.data or args.epochs:
             raise UserError("--resume continues a run with its own model and data; drop --model/--data/--epochs")
         try:
-            summary = engine.resume_run(ws, args.resume, steps=args.steps, checkpoint=args.checkpoint,
-                                        device=args.device, progress_bar=not args.no_progress)
+            summary = Run.open(ws, args.resume).resume(steps=args.steps, checkpoint=args.checkpoint,
+                                                       device=args.device, progress_bar=not args.no_progress)
         finally:
             shutdown_distributed()
         return _report(summary)
@@ -108,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg, model_cfg, dataset = prepare(args, ws)
     dctx, _ = init_distributed(train_cfg.device)
     try:
-        run_id = engine.create_run(ws, dataset, train_cfg, model_cfg) if dctx.is_main else None
+        run_id = Run.create(ws, dataset, train_cfg, model_cfg).id if dctx.is_main else None
         if dctx.enabled:
             import torch.distributed as dist
 
@@ -130,7 +142,8 @@ def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
     from medgan_ui.data.load import load_dataset
     from medgan_ui.data.readers.base import ReadOptions
     from medgan_ui.gan.config import make_configs
-    from medgan_ui.gan.runs import training_part, validate
+    from medgan_ui.gan.feed import training_part
+    from medgan_ui.gan.registry import validate_run
 
     over = _overrides(args)
     train_cfg, model_cfg = make_configs(args.model, args.preset, **over)
@@ -141,7 +154,7 @@ def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
         n_train = len(training_part(dataset))
         over["steps"] = max(1, round(args.epochs * math.ceil(n_train / train_cfg.batch_size)))
         train_cfg, model_cfg = make_configs(args.model, args.preset, **over)
-    validate(dataset, train_cfg, model_cfg)
+    validate_run(dataset, train_cfg, model_cfg)
     return train_cfg, model_cfg, dataset
 
 
@@ -158,7 +171,7 @@ def _report(summary: dict) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medgan_ui.gan.sampling import export_dicom, export_png, load_run
+    from medgan_ui.gan.generate import export_dicom, export_png, load_run
     from medgan_ui.workspace import Workspace
 
     ws = Workspace(args.workspace)
@@ -188,7 +201,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         general = parse_pairs(args.general, "--general")
         findings = [f.strip() for f in args.findings.split(",") if f.strip() and f.strip() != "No Finding"]
         cells = [(general, findings, n)]
-    folder = export(run, cells, out, seed=args.seed)
+    options = {k: _number(k, v) for k, v in parse_pairs(args.sampling, "--sampling").items()}
+    run.model.check_sample_options(options)
+    folder = export(run, cells, out, seed=args.seed, options=options)
     if args.top_up is not None:
         print(f"wrote {sum(c[2] for c in cells):,} synthetic images in {len(cells)} cells (with labels.csv and "
               f"manifest.json) to:")
@@ -218,7 +233,7 @@ def _top_up_cells(ws, run, target: int) -> list:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from medgan_ui.gan.engine import list_runs
+    from medgan_ui.gan.runs import list_runs
     from medgan_ui.workspace import Workspace
 
     rows = list_runs(Workspace(args.workspace))

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from medgan_ui.data.imageset import ImageSet
-from medgan_ui.data.sampling import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
+from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
 from medgan_ui.security.csv_cells import csv_writer
 from medgan_ui.evaluate.train_classifier import TrainSettings, predict, train_classifier
+from medgan_ui.gan.device import pick_device
 from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
 
 Progress = Callable[[dict], None]
@@ -216,7 +217,7 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     started = now_iso()
     atomic_write_json(out / "config.json", asdict(cfg))
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device)
     tidx = [ds.findings.index(t) for t in cfg.targets]
     labels = ds.detailed[:, tidx].numpy().astype(bool)
     records: list[dict[str, Any]] = []

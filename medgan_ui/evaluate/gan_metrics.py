@@ -22,6 +22,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.extractors import FeatureExtractor, get_extractor
 from medgan_ui.evaluate.stats import welch_t
+from medgan_ui.gan.device import pick_device
 from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, write_manifest
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -181,7 +182,7 @@ def evaluate_gan(
         raise UserError("name at least one run (or synthetic set) to evaluate")
     if n < 10:
         raise UserError(f"n must be at least 10 (IS uses 10 splits), got {n}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     srcs = [S.open_source(ws, s, device) for s in sources]  # bad ids and schemas fail before any compute
     for src in srcs:
         S.check_source(src, ds, [])

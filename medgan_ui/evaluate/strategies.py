@@ -5,11 +5,11 @@ folder). All functions return indices into the split's training images; syntheti
 return extra images with their labels.
 
 * none        - the real training images.
-* classic     - the same images, augmented on the fly (medgan_ui.data.sampling.augment, Frid-Adar's
+* classic     - the same images, augmented on the fly (medgan_ui.data.rebalance.augment, Frid-Adar's
                 operations; the "chest" preset keeps rotations small and no up-down flips).
 * undersample - every class drawn without replacement down to the smallest class count (GDGAN code).
 * oversample  - every class drawn with replacement up to the largest class count (GDGAN code).
-Under/over-sampling and the augmentation itself live in medgan_ui.data.sampling.
+Under/over-sampling and the augmentation itself live in medgan_ui.data.rebalance.
 * synthetic:ID- real images plus synthetic positives from a run or a synthetic set, until each target's
                 positives reach `ratio` x its negatives (GDGAN: the largest class count) or a count.
                 Each synthetic image copies the general labels and findings of a randomly drawn real
@@ -76,7 +76,7 @@ def open_source(ws: Workspace, ident: str, device: str | None = None) -> Synthet
     """Resolve an id to a run folder (runs/<id>) or a synthetic set (synthetic/<id>)."""
     run_dir, set_dir = ws.run_dir(ident), ws.synthetic_dir(ident)
     if (run_dir / "config.json").is_file():
-        from medgan_ui.gan.sampling import load_run
+        from medgan_ui.gan.generate import load_run
 
         run = load_run(run_dir, device=device)
         s = run.schema
@@ -149,7 +149,7 @@ def synthetic_for_picks(
     images, labels, distinct = [], [], 0
     for c, ((general, found), count) in enumerate(sorted(cells.items())):
         if src.kind == "run":
-            from medgan_ui.gan.sampling import generate
+            from medgan_ui.gan.generate import generate
 
             images.append(generate(src.run, count, dict(general), list(found), seed=seed * 7919 + c).images)
             distinct += count

@@ -1,4 +1,4 @@
-"""Device choice, mixed precision and the torch.distributed set-up the engine shares with the CLI.
+"""Device choice (the one chooser: pick_device), mixed precision and the torch.distributed set-up the engine shares with the CLI.
 
 DDP note: GAN steps run several forward/backward passes per step (critic, gradient penalty with a
 double backward, generator) and freeze some nets (GDGAN's D1 in stage 2). DistributedDataParallel's
@@ -38,6 +38,18 @@ def pick_device(name: str | None = "auto") -> torch.device:
     if name not in ("cpu", "mps") and not name.startswith("cuda"):
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
+
+
+def describe_device() -> str:
+    """'NVIDIA H100 80GB HBM3 (79.1 GiB)' or 'CPU (2 cores)': what training will run on."""
+    dev = pick_device("auto")
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.1f} GiB)"
+    if dev.type == "mps":
+        return "GPU: Apple MPS"
+    bf16 = ", bf16" if cpu_has_native_bf16() else ""
+    return f"CPU ({os.cpu_count() or 1} cores{bf16}; no GPU found, so use a small preset such as fast-cpu)"
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,11 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().mul_(2.0 / 255.0).sub_(1.0)
 
 
+def training_part(ds: ImageSet) -> ImageSet:
+    """The GAN trains on the train split only (as the reference code); unsplit data is used whole."""
+    return ds.part("train") if ds.split is not None else ds
+
+
 class DeviceBatches:
     def __init__(self, ds: ImageSet, batch_size: int, device: torch.device, seed: int,
                  channels_last: bool = False) -> None:
@@ -53,6 +58,15 @@ class DeviceBatches:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return Batch(images=x, general=self.general[idx], detailed=self.detailed[idx])
+
+    def draw(self, rows: torch.Tensor, n: int) -> Batch:
+        """n images drawn with replacement from `rows` (device indices) with the global torch RNG, so
+        resume replays them; for families that sample by class (DCGAN per class)."""
+        pick = rows[torch.randint(rows.numel(), (n,)).to(rows.device)]
+        x = to_model_range(self.images[pick])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(images=x, general=self.general[pick], detailed=self.detailed[pick])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "pos": self.pos, "epoch": self.epoch,

@@ -3,6 +3,8 @@
 Grid layout: one row per label cell (general combination x {no finding, each finding}), one column
 per fixed noise vector. The same noise is used in every row, so a row-to-row change is the effect
 of the labels alone. GDGAN grids show the stage-1 image panel to the left of the stage-2 panel.
+Long row lists are wrapped into blocks side by side, so the sheet is wider than tall and readable
+at its native size (see render).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import LabelSchema
@@ -62,25 +64,53 @@ def to_uint8(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].cpu()
 
 
-def render(panels: list[torch.Tensor], rows: int, cols: int, row_labels: list[str], pad: int = 2) -> Image.Image:
-    """panels: uint8 [rows*cols, H, W] each (row-major); returns one grayscale image."""
+def _font(px: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=px)  # Pillow's bundled TrueType font (needs FreeType)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def render(panels: list[torch.Tensor], rows: int, cols: int, row_labels: list[str], titles: list[str] | None = None,
+           pad: int = 2, min_cell: int = 64, aspect: float = 2.0) -> Image.Image:
+    """panels: uint8 [rows*cols, H, W] each (row-major); returns one grayscale sheet, wider than tall.
+
+    Images are upscaled (nearest) to at least `min_cell` px and the label rows are split into
+    blocks placed side by side, the block count chosen so width / height is closest to `aspect`:
+    the sheet is read at its native size, where the labels are legible."""
     size = int(panels[0].shape[-1])
-    label_w = 8 + 6 * max((len(s) for s in row_labels), default=0)
-    panel_w = cols * (size + pad)
-    width = label_w + len(panels) * (panel_w + 3 * pad)
-    height = rows * (size + pad) + pad
+    scale = max(1, -(-min_cell // size))
+    cell = size * scale
+    font = _font(max(12, min(18, cell // 4)))
+    text_w = max((int(font.getbbox(t)[2]) for t in row_labels), default=0)
+    label_w = text_w + 12 + 12  # a gap before each block's labels
+    head = (int(font.getbbox("Ag")[3]) + 8) if titles else pad
+    panel_w = cols * (cell + pad)
+    block_w = label_w + len(panels) * (panel_w + 3 * pad)
+
+    def shape(blocks: int) -> tuple[int, int]:
+        return blocks * block_w + pad, head + -(-rows // blocks) * (cell + pad) + pad
+
+    blocks = min(range(1, rows + 1), key=lambda b: (abs(shape(b)[0] / shape(b)[1] - aspect), b))
+    per_block = -(-rows // blocks)
+    width, height = shape(blocks)
     canvas = np.full((height, width), 255, dtype=np.uint8)
-    for p, imgs in enumerate(panels):
-        x0 = label_w + p * (panel_w + 3 * pad)
-        arr = imgs.numpy()
+    arrays = [imgs.numpy().repeat(scale, axis=1).repeat(scale, axis=2) for imgs in panels]
+    for p, arr in enumerate(arrays):
         for i in range(rows * cols):
             r, c = divmod(i, cols)
-            y, x = pad + r * (size + pad), x0 + c * (size + pad)
-            canvas[y:y + size, x:x + size] = arr[i]
+            b, rr = divmod(r, per_block)
+            y = head + rr * (cell + pad)
+            x = b * block_w + label_w + p * (panel_w + 3 * pad) + c * (cell + pad)
+            canvas[y:y + cell, x:x + cell] = arr[i]
     img = Image.fromarray(canvas, mode="L")
     draw = ImageDraw.Draw(img)
     for r, text in enumerate(row_labels):
-        draw.text((4, pad + r * (size + pad) + size // 2 - 5), text, fill=0)
+        b, rr = divmod(r, per_block)
+        draw.text((b * block_w + 12, head + rr * (cell + pad) + cell // 2), text, fill=0, font=font, anchor="lm")
+    for b in range(blocks if titles else 0):
+        for p, title in enumerate(titles or []):
+            draw.text((b * block_w + label_w + p * (panel_w + 3 * pad), 4), title, fill=0, font=font)
     return img
 
 
@@ -107,7 +137,9 @@ class FixedGrid:
     def image(self, model) -> Image.Image:
         out = model.generate(self.z, self.general, self.detailed, ema=True)
         panels = [to_uint8(out["images"], self.size)]
+        titles = None
         stage1 = out.get("stage1")
         if stage1 is not None and not torch.equal(stage1, out["images"]):
             panels.insert(0, to_uint8(stage1, self.size))
-        return render(panels, self.rows, self.cols, [cell_label(c) for c in self.cells])
+            titles = ["stage 1", "stage 2"]
+        return render(panels, self.rows, self.cols, [cell_label(c) for c in self.cells], titles)

@@ -7,16 +7,14 @@ import torch
 import torch.nn.functional as F
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     input_scale: float = 1.0) -> torch.Tensor:
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP (Gulrajani Alg. 1): mean over the batch of (||grad_xhat D(xhat)||_2 - 1)^2, with
-    xhat = eps*real + (1-eps)*fake, eps ~ U[0,1] per sample. `input_scale` multiplies the gradient
-    when the critic's input is a rescaled copy of the pixel space the penalty should be measured in."""
+    xhat = eps*real + (1-eps)*fake, eps ~ U[0,1] per sample."""
     eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     xhat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
     out = critic(xhat)
     (grad,) = torch.autograd.grad(out.sum(), xhat, create_graph=True)
-    norm = grad.float().flatten(1).norm(2, dim=1) * input_scale
+    norm = grad.float().flatten(1).norm(2, dim=1)
     return ((norm - 1.0) ** 2).mean()
 
 

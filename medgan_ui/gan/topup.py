@@ -14,7 +14,7 @@ import numpy as np
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import LabelSchema
-from medgan_ui.workspace import Workspace, read_json
+from medgan_ui.workspace import Workspace
 
 NO_FINDING = "No Finding"
 FINDING, REAL, TO_GENERATE = "finding", "real images", "to generate"
@@ -29,17 +29,11 @@ def plan_columns(schema: LabelSchema) -> list[str]:
 def run_training_images(workspace: Workspace, run_id: str, dataset: ImageSet | None = None) -> ImageSet:
     """The images run_id trained on: `dataset` when it is the run's (same fingerprint), else the run's
     recorded source loaded again (cached loads are instant). UserError when the data is gone."""
-    from medgan_ui.gan.engine import reload_dataset
-    from medgan_ui.gan.runs import training_part
+    from medgan_ui.gan.feed import training_part
+    from medgan_ui.gan.runs import Run
 
-    config_path = workspace.run_dir(run_id) / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"run {run_id!r} not found in {workspace.runs}; list runs with `medgan runs`")
-    ref = read_json(config_path).get("dataset", {})
-    want = ref.get("fingerprint")
-    if dataset is None or not want or dataset.fingerprint != want:
-        dataset = reload_dataset(workspace, run_id, ref, purpose="to count or compare with its real images")
-    return training_part(dataset)
+    run = Run.open(workspace, run_id)
+    return training_part(run.dataset_or_reload(dataset, purpose="to count or compare with its real images"))
 
 
 def cell_plan(schema: LabelSchema, pool: ImageSet | None, target: int) -> list[dict[str, Any]]:

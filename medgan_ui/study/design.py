@@ -162,15 +162,15 @@ def _imageset_items(ds: ImageSet, source_name: str) -> list[Item]:
 
 def _run_items(workspace: Workspace, run_id: str, wanted: list[tuple[str, dict[str, str | None]]], seed: int) -> list[Item]:
     """Generate exactly the wanted (finding class, general labels) images from a trained run."""
-    from medgan_ui.gan import sampling  # lazily: only studies built from runs need the models
+    from medgan_ui.gan import generate as generation  # lazily: only studies built from runs need the models
 
-    run = sampling.load_run(workspace.run_dir(run_id))
+    run = generation.load_run(workspace.run_dir(run_id))
     items = []
     for k, (cls, general) in enumerate(wanted):
         findings = [] if cls == NO_FINDING else [cls]
         # only labels the run was trained on; the rest are drawn by the sampler
         labels = {g: v for g, v in general.items() if v is not None and g in run.schema.general_names}
-        res = sampling.generate(run, 1, labels, findings, seed=seed + k)
+        res = generation.generate(run, 1, labels, findings, seed=seed + k)
         items.append(Item(res.images[0].numpy(), findings, dict(res.labels[0]["general"]),
                           f"run:{run_id}:{run.checkpoint.name}:seed:{seed + k}", f"synthetic:{run_id}"))
     return items

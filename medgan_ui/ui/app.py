@@ -14,7 +14,7 @@ import gradio as gr
 
 from medgan_ui import __version__
 from medgan_ui.security.http import HttpPolicy, install_on_gradio
-from medgan_ui.ui import browse_tab, data_tab, train_tab
+from medgan_ui.ui import browse_tab, compare_tab, data_tab, rate_tab, train_tab
 from medgan_ui.ui.context import AppContext
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -39,14 +39,6 @@ def _header(ctx: AppContext) -> str:
     )
 
 
-def _optional_tab(module: str, builder: str, *args: Any, plan: str) -> None:
-    """Rate/Compare come from their own issues: use their builder if present, else say what will come."""
-    if importlib.util.find_spec(module) is not None:
-        getattr(importlib.import_module(module), builder)(*args)
-    else:
-        gr.Markdown(plan, elem_classes=["mg-note"])
-
-
 def build_app(ctx: AppContext) -> gr.Blocks:
     # generated images pile up in Gradio's cache on a long-running server: drop those older than 2 h
     with gr.Blocks(title="MedGAN Studio", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -61,19 +53,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             # runs trained since the page opened appear when the user comes to the tab
             browse.select(refresh_fn, refresh_in, refresh_out, api_visibility="private", show_progress="hidden")
             with gr.Tab("Rate", id="rate"):
-                _optional_tab(
-                    "medgan_ui.ui.rate", "build_rate_tab", ctx.workspace, ctx.admin_password,
-                    plan="**Reader study (visual Turing test).** This tab will let you set up a blinded study "
-                    "from real and synthetic images, hand readers a link to a reading screen (real or synthetic, "
-                    "realism score, finding seen), and show the results to the admin. It is not available in this build yet.",
-                )
+                rate_tab.build_rate_tab(ctx.workspace, ctx.admin_password)
             with gr.Tab("Compare", id="compare"):
-                _optional_tab(
-                    "medgan_ui.ui.compare", "build_compare_tab", ctx,
-                    plan="**Does synthetic augmentation help?** This tab will train a classifier with and without "
-                    "synthetic images over several seeds and report ROC/AUC with confidence intervals and a "
-                    "paired test. It is not available in this build yet.",
-                )
+                compare_tab.build_compare_tab(ctx)
         demo.load(data_tab.on_page_load(ctx), outputs=data_view, api_visibility="private")
     return demo
 

@@ -5,7 +5,6 @@ training job outlives the browser session that started it; a lock keeps the swap
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -13,24 +12,10 @@ from typing import Any, Callable
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
-from medgan_ui.jobs import JobManager, run_summaries
+from medgan_ui.gan.device import describe_device
+from medgan_ui.gan.runs import list_runs
+from medgan_ui.jobs import JobManager
 from medgan_ui.workspace import Workspace
-
-
-def describe_device() -> str:
-    """'NVIDIA H100 80GB HBM3 (79.1 GiB)' or 'CPU (2 cores)': what training will run on."""
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return f"GPU: {props.name} ({props.total_memory / 2**30:.1f} GiB)"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "GPU: Apple MPS"
-    from medgan_ui.gan.device import cpu_has_native_bf16
-
-    bf16 = ", bf16" if cpu_has_native_bf16() else ""
-    return f"CPU ({os.cpu_count() or 1} cores{bf16}; no GPU found, so use a small preset such as fast-cpu)"
 
 
 @dataclass
@@ -113,5 +98,5 @@ class AppContext:
         return folder
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Every run in the workspace with its status (live job, persisted status, or interrupted)."""
-        return run_summaries(self.workspace, self.jobs)
+        """Every run in the workspace, newest first, in the row format of gan.runs.list_runs."""
+        return list_runs(self.workspace)

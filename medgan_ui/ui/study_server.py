@@ -22,7 +22,7 @@ def build_app(workspace: Workspace, admin_password: str | None = None,
     from starlette.routing import Mount
 
     from medgan_ui.study.api import mount_study_routes, private_paths
-    from medgan_ui.ui.rate import build_rate_tab
+    from medgan_ui.ui.rate_tab import build_rate_tab
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # no schema of the reader API for anyone
     mount_study_routes(app, workspace)  # before Gradio takes "/"

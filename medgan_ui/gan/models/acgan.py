@@ -12,18 +12,40 @@ reused for G's update after D's.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from medgan_ui.gan.base import Batch, LabelSchema
-from medgan_ui.gan.config import ACGANConfig, TrainConfig
+from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import masked_bce, nonsat_d, nonsat_g
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, GANSettings, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
+
+
+@dataclass
+class ACGANConfig(GANSettings):
+    """ACGAN (Odena; Frid-Adar 2.5): DCGAN nets + auxiliary multi-label head on the findings."""
+
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    aux_weight: float = 1.0
+    use_general: bool = False  # also condition on (and classify) the general labels
+    g_base: int = 128  # channels of the last hidden G layer; doubles towards 4x4 (64x64: 1024 at 4x4)
+    d_base: int = 64  # Radford's 64/128/256/512
+    init_std: float = 0.02
 
 
 class ACGAN(GANFamily):
     kind = "acgan"
+    Config = ACGANConfig
+    help = "ACGAN: one conditional GAN with an auxiliary finding classifier (Frid-Adar)."
+    presets = {
+        "paper": {"train": {"batch_size": 64, "steps": 20_000}, "model": {}},
+        "fast-cpu": {"train": {}, "model": {"g_base": 32, "d_base": 16, "lr_g": 2e-4, "lr_d": 2e-4}},
+        "tiny": {"train": {}, "model": {"g_base": 8, "d_base": 4, "nz": 16}},
+    }
 
     def __init__(self, cfg: ACGANConfig, train_cfg: TrainConfig, schema: LabelSchema, device: torch.device) -> None:
         super().__init__(cfg, train_cfg, schema, device)

@@ -1,16 +1,16 @@
 """DCGAN per class (Frid-Adar 2.4): one independent G/D pair per finding, plus one for "no finding".
 
 Per-class batches: `bind_data(ds)` (called by the engine once, with the training part) records the
-row indices of each class and keeps a reference to the set's uint8 images (not a copy). Each
-train_step then draws `batch_size` rows per class with the global torch RNG (so resume replays
-them), converts them to [-1, 1] on the device and updates every class's pair on its own rows; the
-engine's mixed batch is not used. A row with several findings counts for each of them. Classes
+row indices of each class. `next_batch(feed)` draws `batch_size` rows per class through the feed
+(global torch RNG, so resume replays them), class after class in one Batch, and train_step updates
+every class's pair on its own rows. A row with several findings counts for each of them. Classes
 without a single training image are left untrained (their names are in `untrained_classes`).
 Sampling picks one generator per requested label: the first requested finding in the model's class
 order, or "no finding" for an all-zero finding vector.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,17 +18,53 @@ import torch
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import Batch, LabelSchema
-from medgan_ui.gan.config import DCGANConfig, TrainConfig
-from medgan_ui.gan.feed import to_model_range
+from medgan_ui.gan.config import TrainConfig
+from medgan_ui.gan.feed import DeviceBatches, training_part
 from medgan_ui.gan.losses import nonsat_d, nonsat_g
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, GANSettings, eval_mode, make_adam
 from medgan_ui.gan.nets.dcgan import DCDiscriminator, DCGenerator
 
 NO_FINDING = "No Finding"
 
 
+@dataclass
+class DCGANConfig(GANSettings):
+    """One DCGAN per finding class plus "no finding" (Frid-Adar 2.4); the GANSettings defaults are its own."""
+
+    g_base: int = 128
+    d_base: int = 64
+    init_std: float = 0.02
+    classes: list[str] = field(default_factory=list)  # findings to model; empty = every finding
+    no_finding: bool = True  # also a generator for images with no finding
+
+
 class DCGANPerClass(GANFamily):
     kind = "dcgan"
+    Config = DCGANConfig
+    help = "DCGAN: one unconditional GAN per finding (Frid-Adar)."
+    presets = {
+        "paper": {"train": {"batch_size": 64, "steps": 20_000}, "model": {}},
+        "fast-cpu": {"train": {}, "model": {"g_base": 16, "d_base": 8}},
+        "tiny": {"train": {}, "model": {"g_base": 8, "d_base": 4, "nz": 16}},
+    }
+
+    @classmethod
+    def check_data(cls, ds: ImageSet, train: TrainConfig, cfg: DCGANConfig) -> None:
+        """Explicitly named classes must all have training images; the default (every finding) is thinned
+        out by bind_data."""
+        part = training_part(ds)
+        where = "the train split of " if ds.split is not None else ""
+        det = part.detailed.sum(0).tolist()
+        missing = [c for c in cfg.classes if c not in ds.findings]
+        if missing:
+            raise UserError(f"finding {', '.join(map(repr, missing))} not in the dataset; it has {ds.findings}")
+        empty = [f for f in cfg.classes if det[ds.findings.index(f)] == 0]
+        if empty:
+            raise UserError(f"dcgan trains one generator per finding but {where}dataset {ds.name!r} has no images of "
+                            f"{', '.join(empty)}; pick classes that occur with --set classes=A,B "
+                            f"(it has {', '.join(f for f, n in zip(ds.findings, det) if n) or 'none'})")
+        if cfg.no_finding and int((part.detailed.sum(1) == 0).sum()) == 0:
+            raise UserError(f"{where}dataset {ds.name!r} has no images without findings; use --set no_finding=false")
 
     def __init__(self, cfg: DCGANConfig, train_cfg: TrainConfig, schema: LabelSchema, device: torch.device) -> None:
         super().__init__(cfg, train_cfg, schema, device)
@@ -45,7 +81,6 @@ class DCGANPerClass(GANFamily):
             self.add_net(f"d{i}", DCDiscriminator(s, cfg.d_base, 0, cfg.init_std))
             self.optimizers[f"g{i}"] = make_adam(self.nets[f"g{i}"].parameters(), cfg.lr_g, cfg.betas, self.device)
             self.optimizers[f"d{i}"] = make_adam(self.nets[f"d{i}"].parameters(), cfg.lr_d, cfg.betas, self.device)
-        self._images: torch.Tensor | None = None
         self._rows: list[torch.Tensor] = []
         self.untrained_classes: list[str] = []
 
@@ -65,33 +100,32 @@ class DCGANPerClass(GANFamily):
                             f"(images per class: {counts}); drop them from 'classes'")
         if len(empty) == len(self.classes):
             raise UserError(f"none of the DCGAN classes {self.classes} has a training image")
-        # on the training device (uint8), so a step's per-class batches need no host copy; the engine
-        # passes the feed's device tensor, so there this is no second copy
-        self._images = ds.images.to(self.device)
         self._rows = [r.to(self.device) for r in rows]
         self.untrained_classes = empty
 
     def images_per_step(self, batch_size: int) -> int:
         return batch_size * sum(1 for r in self._rows if r.numel()) if self._rows else batch_size
 
-    def _class_batch(self, i: int, n: int) -> torch.Tensor:
-        rows = self._rows[i]
-        pick = rows[torch.randint(rows.numel(), (n,)).to(rows.device)]
-        return to_model_range(self._images[pick])
+    def next_batch(self, feed: DeviceBatches) -> Batch:
+        """`batch_size` rows of every trained class, class after class."""
+        if not self._rows:
+            raise RuntimeError("DCGAN per class needs bind_data(training set) before its first batch")
+        parts = [feed.draw(rows, feed.batch_size) for rows in self._rows if rows.numel()]
+        return Batch(images=torch.cat([p.images for p in parts]), general=torch.cat([p.general for p in parts]),
+                     detailed=torch.cat([p.detailed for p in parts]), extra={"per_class": feed.batch_size})
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if self._images is None:
-            raise RuntimeError("DCGAN per class needs bind_data(training set) before train_step")
-        b = batch.images.shape[0]
+        b = int(batch.extra["per_class"])
+        reals = iter(batch.images.split(b))
         aug = self.augment
-        losses_d, losses_g = [], []
+        losses_d, losses_g, means_real, means_fake = [], [], [], []
         for i, name in enumerate(self.classes):
             if self._rows[i].numel() == 0:
                 continue
             g, d = self.nets[f"g{i}"], self.nets[f"d{i}"]
             g.train()
             d.train()
-            real = self._class_batch(i, b)
+            real = next(reals)
             fake = g(self.noise(b))
             d_real, _ = d(aug(real))
             d_fake, _ = d(aug(fake.detach()))
@@ -104,7 +138,10 @@ class DCGANPerClass(GANFamily):
             self.set_requires_grad(d, True)
             losses_d.append(loss_d.detach())
             losses_g.append(loss_g.detach())
-        out = {"loss_d": torch.stack(losses_d).mean(), "loss_g": torch.stack(losses_g).mean()}
+            means_real.append(d_real.detach().float().mean())
+            means_fake.append(d_fake.detach().float().mean())
+        out = {"loss_d": torch.stack(losses_d).mean(), "loss_g": torch.stack(losses_g).mean(),
+               "d_real": torch.stack(means_real).mean(), "d_fake": torch.stack(means_fake).mean()}
         if aug.enabled:
             out["aug_p"] = aug.p.detach().clone()
         return out

@@ -16,6 +16,7 @@ Pixel range: the nets work in [0, 1] like the reference (see nets/gdgan.py); bat
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -23,15 +24,85 @@ import torch.nn.functional as F
 
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import Batch, LabelSchema
-from medgan_ui.gan.config import GDGANConfig, TrainConfig
+from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.labels import GeneralEncoder, cyclic_codes
 from medgan_ui.gan.losses import gradient_penalty, masked_bce
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.gan.models.common import GANFamily, WGANSettings, eval_mode, make_adam
 from medgan_ui.gan.nets.gdgan import Critic, Generator1, Generator2
+
+
+@dataclass
+class GDGANConfig(WGANSettings):
+    """GDGAN (PAPERS.md 1.3-1.5); defaults are the official code's settings."""
+
+    nz: int = 128
+    z_dist: str = "uniform"  # torch.rand in the reference
+    # The nine loss weights (reference names: lambda_G1_1, lambda_D1_1, lambda_D1_2, lambda_G2_1,
+    # lambda_G2_2, lambda_G2_3, lambda_D2_1, lambda_D2_2, lambda_D2_3).
+    g1_aux: float = 1.0
+    d1_aux_fake: float = 1.0
+    d1_aux_real: float = 1.0
+    g2_aux: float = 1.0
+    g2_general: float = 1.0
+    g2_mse: float = 1.0
+    d2_aux_fake: float = 1.0
+    d2_aux_real: float = 1.0
+    d2_general: float = 1.0  # touches no trainable parameter in the reference (D1 frozen): logged only
+    mse_loss: bool = True  # the reference's --mse_loss flag, on by default here
+    # A sigmoid bounds the WGAN critic's output: the Wasserstein estimate -E[D(real)] + E[D(fake)]
+    # then saturates, the gradient penalty's 1-Lipschitz target no longer describes the critic the loss
+    # uses, and gradients to G vanish where the sigmoid is flat. The reference code has it, so it stays
+    # available for a faithful reproduction, but it is off by default.
+    critic_sigmoid: bool = False
+    # "joint": real and fake go through the critic as one batch, so its BatchNorm layers share
+    # statistics. The reference passes them separately ("separate"); each BN then normalises away
+    # whatever is constant across a batch, so the critic cannot see batch-wide differences such as
+    # overall brightness or the presence of lungs, and G learns slowly (on the phantom: noise after
+    # 300 steps with "separate", lung fields with "joint"). It is also one pass instead of two.
+    critic_batch: str = "joint"
+    stage1_fraction: float = 0.5  # share of TrainConfig.steps spent in stage 1 (reference: 20 + 20 epochs)
+    stage2_general: str = "batch"  # y1 for G1 in stage 2: "batch" (real batch) or "cyclic" (reference)
+    reuse_fakes: bool = True  # False = the reference way (G run again for its own update)
+    fc_hidden: int = 1024
+    ch1: int = 64
+    ch2: int = 128
 
 
 class GDGAN(GANFamily):
     kind = "gdgan"
+    Config = GDGANConfig
+    help = "GDGAN: two stages, general labels (sex, view) then findings; the paper's method."
+    presets = {
+        "paper": {"train": {"batch_size": 32, "steps": 98_000}, "model": {"stage2_general": "cyclic"}},
+        # The critics' auxiliary heads learn from real images only (d*_aux_fake = 0): trained on fakes
+        # too (the reference's 1.0), D's classifier learns whatever code G1 uses for a label instead of
+        # the real images' sex/view features. bench/conditioning_check.py, 32x32, 1600 steps: a reader
+        # trained on real images recognises sex/view in stage-1 samples 0.57/0.73 with 1.0 and
+        # 0.96/0.91 with 0.0; Cardiomegaly's cardiothoracic-ratio gain 0.029 -> 0.059.
+        # g2_mse 0.5: the MSE to the stage-1 image resists the anatomy a finding changes (a larger
+        # heart). Same check, 32x32, 2400 steps, seeds 0/1 in fp32 and bf16: Cardiomegaly's ratio gain
+        # 0.017-0.070 (pairs larger 0.55-0.77; 3 runs) with 1.0, 0.035-0.096 (0.60-0.89; 4 runs) with 0.5.
+        "fast-cpu": {"train": {}, "model": {"fc_hidden": 256, "ch1": 32, "ch2": 64, "d1_aux_fake": 0.0,
+                                            "d2_aux_fake": 0.0, "g2_mse": 0.5}},
+        "tiny": {"train": {}, "model": {"fc_hidden": 32, "ch1": 4, "ch2": 8, "nz": 16}},
+    }
+
+    @classmethod
+    def check_image_size(cls, size: int) -> None:
+        if size < 8 or size % 4:
+            raise UserError(f"GDGAN needs image_size divisible by 4 and at least 8 (got {size}); 64 is the paper's")
+
+    @classmethod
+    def check_config(cls, train: TrainConfig, model: GDGANConfig) -> None:
+        super().check_config(train, model)
+        if not 0.0 < model.stage1_fraction < 1.0:
+            raise UserError(f"stage1_fraction must be between 0 and 1 (got {model.stage1_fraction})")
+        if train.steps < 2:
+            raise UserError("GDGAN needs steps >= 2 (one stage-1 and one stage-2 step at least)")
+        if model.critic_batch not in ("joint", "separate"):
+            raise UserError(f"critic_batch must be 'joint' or 'separate' (got {model.critic_batch!r})")
+        if model.stage2_general not in ("batch", "cyclic"):
+            raise UserError(f"stage2_general must be 'batch' or 'cyclic' (got {model.stage2_general!r})")
 
     def __init__(self, cfg: GDGANConfig, train_cfg: TrainConfig, schema: LabelSchema, device: torch.device) -> None:
         super().__init__(cfg, train_cfg, schema, device, value_range=(0.0, 1.0))
@@ -81,13 +152,6 @@ class GDGAN(GANFamily):
         """The official code's way: G run a second time for its update (for benchmarks)."""
         return self._step(batch, step, reuse=False)
 
-    def use_reference_optimizers(self) -> None:
-        """Plain per-tensor Adam like the official code (no fused/foreach kernels), for benchmarks
-        that time the reference way; call before training, it resets optimiser state."""
-        for name, lr in (("g1", self.cfg.lr_g), ("d1", self.cfg.lr_d), ("g2", self.cfg.lr_g), ("d2", self.cfg.lr_d)):
-            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=tuple(self.cfg.betas),
-                                                     foreach=False)
-
     def _step(self, batch: Batch, step: int, reuse: bool) -> dict[str, torch.Tensor]:
         stage = self.stage_of(step)
         self._apply_stage(stage)
@@ -95,7 +159,7 @@ class GDGAN(GANFamily):
         real = (batch.images.float() + 1.0) * 0.5  # engine range [-1,1] -> reference range [0,1]
         y1, m1 = self.genc(batch.general)
         b = real.shape[0]
-        update_g = (step + 1) % cfg.n_critic == 0
+        update_g = self.generator_turn(step)
         z = self.noise(b)
         if stage == 1:
             gen = lambda: self.nets["g1"](z, y1)  # noqa: E731
@@ -157,10 +221,10 @@ class GDGAN(GANFamily):
             d_real, c_real = d(xr)
             d_fake, c_fake = d(xf)
         gp = gradient_penalty(lambda t: d(t)[0], xr, xf)
-        wdist = d_real.float().mean() - d_fake.float().mean()
+        mean_real, mean_fake = d_real.float().mean(), d_fake.float().mean()
         aux_real = w_aux_real * masked_bce(c_real, y, mask)
         aux_fake = w_aux_fake * masked_bce(c_fake, y, mask)
-        loss_d = -wdist + cfg.gp_lambda * gp + aux_real + aux_fake
+        loss_d = -(mean_real - mean_fake) + cfg.gp_lambda * gp + aux_real + aux_fake
         logs: dict[str, torch.Tensor] = {}
         if d_extra is not None and not reuse:
             extra = d_extra(fake)
@@ -169,8 +233,8 @@ class GDGAN(GANFamily):
         else:
             self.optimise(d_name, loss_d)
         aug.observe(d_real, d_fake.detach().float().mean())
-        logs.update(loss_d=loss_d.detach(), gp=gp.detach(), wdist=wdist.detach(),
-                    d_aux_real=aux_real.detach(), d_aux_fake=aux_fake.detach())
+        logs.update(loss_d=loss_d.detach(), d_real=mean_real.detach(), d_fake=mean_fake.detach(), gp=gp.detach(),
+                    d_aux=(aux_real + aux_fake).detach())
         if aug.enabled:
             logs["aug_p"] = aug.p.detach().clone()
         if not update_g:

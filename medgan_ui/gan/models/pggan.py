@@ -12,21 +12,61 @@ G = -E[D(fake)] + w * aux_fake. Fakes are made once per step and reused for G's 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from medgan_ui.gan.base import Batch, LabelSchema
-from medgan_ui.gan.config import PGGANConfig, TrainConfig
+from medgan_ui.gan.config import TrainConfig
 from medgan_ui.gan.labels import GeneralEncoder, condition_vector
 from medgan_ui.gan.losses import gradient_penalty, masked_bce
-from medgan_ui.gan.models.common import GANFamily, eval_mode, make_adam
+from medgan_ui.errors import UserError
+from medgan_ui.gan.models.common import GANFamily, WGANSettings, is_pow2, eval_mode, make_adam
 from medgan_ui.gan.nets.pggan import PGDiscriminator, PGGenerator, resolutions
+
+
+@dataclass
+class PGGANConfig(WGANSettings):
+    """Progressive GAN (Karras 2018; PAPERS.md 3.3), class-conditional on general + detailed labels."""
+
+    nz: int = 128
+    z_dist: str = "normal"
+    lr_g: float = 1e-3
+    lr_d: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.99)  # Karras
+    drift: float = 0.001
+    aux_weight: float = 1.0  # auxiliary multi-label head in D, on top of the projection term
+    start_size: int = 4
+    phase_steps: int = 0  # steps per growth phase (fade-in or stable); 0 = split `steps` evenly
+    fmap_base: int = 8192  # channels at resolution r: min(fmap_base / r * 2, fmap_max) as in Karras
+    fmap_max: int = 512
+    mbstd_group: int = 4
 
 
 class PGGAN(GANFamily):
     kind = "pggan"
+    Config = PGGANConfig
+    help = "Progressive GAN: grows from 4x4 to full size, conditional on all labels."
+    presets = {
+        "paper": {"train": {"batch_size": 32, "steps": 45_000}, "model": {}},
+        "fast-cpu": {"train": {}, "model": {"fmap_base": 512, "fmap_max": 64}},
+        "tiny": {"train": {}, "model": {"fmap_base": 64, "fmap_max": 16, "nz": 16}},
+    }
+    zero_ok = ("phase_steps",)  # 0 = split the steps evenly over the growth phases
+
+    @classmethod
+    def check_config(cls, train: TrainConfig, model: PGGANConfig) -> None:
+        super().check_config(train, model)
+        s = int(train.image_size)
+        if not (is_pow2(model.start_size) and 4 <= model.start_size <= s):
+            raise UserError(f"start_size must be a power of two between 4 and image_size {s} (got {model.start_size})")
+        n_phases = 2 * (s.bit_length() - model.start_size.bit_length()) + 1
+        if model.phase_steps < 0:
+            raise UserError(f"phase_steps must be 0 (split steps evenly) or positive (got {model.phase_steps})")
+        if train.steps < n_phases and model.phase_steps == 0:
+            raise UserError(f"PGGAN from {model.start_size} to {s} has {n_phases} growth phases; steps must be >= {n_phases}")
 
     def __init__(self, cfg: PGGANConfig, train_cfg: TrainConfig, schema: LabelSchema, device: torch.device) -> None:
         super().__init__(cfg, train_cfg, schema, device)
@@ -73,7 +113,7 @@ class PGGAN(GANFamily):
         d.train()
         y, mask = condition_vector(self.genc, batch.general, batch.detailed, self.device)
         real = self.real_at_level(batch.images.float())
-        update_g = (step + 1) % cfg.n_critic == 0
+        update_g = self.generator_turn(step)
         z = self.noise(real.shape[0])
         if update_g:
             fake = g(z, y, level, alpha)
@@ -84,13 +124,14 @@ class PGGAN(GANFamily):
         d_real, c_real = d(xr, level, alpha, y)
         d_fake, c_fake = d(xf, level, alpha, y)
         gp = gradient_penalty(lambda t: d(t, level, alpha, y)[0], xr, xf)
-        wdist = d_real.float().mean() - d_fake.float().mean()
+        mean_real, mean_fake = d_real.float().mean(), d_fake.float().mean()
         drift = d_real.float().pow(2).mean()
         aux_d = cfg.aux_weight * (masked_bce(c_real, y, mask) + masked_bce(c_fake, y, mask))
-        loss_d = -wdist + cfg.gp_lambda * gp + cfg.drift * drift + aux_d
+        loss_d = -(mean_real - mean_fake) + cfg.gp_lambda * gp + cfg.drift * drift + aux_d
         self.optimise("d", loss_d)
         aug.observe(d_real, d_fake.detach().float().mean())
-        out = {"loss_d": loss_d.detach(), "gp": gp.detach(), "wdist": wdist.detach(), "d_aux": aux_d.detach(),
+        out = {"loss_d": loss_d.detach(), "d_real": mean_real.detach(), "d_fake": mean_fake.detach(),
+               "gp": gp.detach(), "d_aux": aux_d.detach(),
                "alpha": torch.full((), alpha, device=self.device)}
         if aug.enabled:
             out["aug_p"] = aug.p.detach().clone()

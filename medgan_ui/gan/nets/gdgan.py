@@ -77,7 +77,7 @@ class Generator2(nn.Module):
 class Critic(nn.Module):
     """D1 / D2: conv encoder -> FC 1024 -> (critic [B], aux logits [B, n_aux]).
 
-    `sigmoid=True` reproduces the reference's Sigmoid on the critic head (see GDGANConfig.critic_sigmoid
+    `sigmoid=True` reproduces the reference's Sigmoid on the critic head (see models.gdgan.GDGANConfig.critic_sigmoid
     for why it is off by default).
     """
 

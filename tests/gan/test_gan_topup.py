@@ -8,7 +8,7 @@ from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.topup import (NO_FINDING, cell_plan, cells_from_plan, plan_columns, run_training_images)
-from medgan_ui.gan.runs import training_part
+from medgan_ui.gan.feed import training_part
 from medgan_ui.workspace import Workspace, atomic_write_json
 
 torch.set_num_threads(1)

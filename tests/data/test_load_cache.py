@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from _paths import SHARED_DATA
 from medgan_ui.data import ReadOptions, load_dataset
 from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 NIH = DATA / "nih-cxr14-1000"
 PNEUMONIA = DATA / "medmnist" / "pneumoniamnist.npz"
 

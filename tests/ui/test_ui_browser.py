@@ -14,12 +14,12 @@ import pytest
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian Chromium (/usr/bin/chromium) is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 from _ui_fixtures import DEMO_N, running_app  # noqa: E402
+from _paths import ARTIFACTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 
 from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
-from medgan_ui.ui.compare import config_from_form, progress_html, show_experiment
+from medgan_ui.ui.compare_tab import config_from_form, progress_html, show_experiment
 
 torch.set_num_threads(1)
 FORM = dict(targets=["Effusion"], base=["none", "oversample"], synth=[], classifier="fridadar", width=0.25,
@@ -31,7 +31,7 @@ def test_config_from_form():
 def test_experiment_job_through_the_app_api(tmp_path):
     gr = pytest.importorskip("gradio")
     client_mod = pytest.importorskip("gradio_client")
-    from medgan_ui.ui.compare import build_compare_tab
+    from medgan_ui.ui.compare_tab import build_compare_tab
     from medgan_ui.ui.context import AppContext
 
     ctx = AppContext.create(tmp_path / "ws")

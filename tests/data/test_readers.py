@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _paths import SHARED_DATA
 from medgan_ui.data.readers import READERS, detect_format, get_reader
 from medgan_ui.data.readers.base import ReadOptions
 from medgan_ui.errors import UserError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 NIH = DATA / "nih-cxr14-1000"
 PNEUMONIA = DATA / "medmnist" / "pneumoniamnist.npz"
 NIH_HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _paths import SHARED_DATA
 from medgan_ui.data import ReadOptions
 from medgan_ui.data.readers import READERS, detect_format
 from medgan_ui.errors import UserError
 from medgan_ui.workspace import Workspace
 
-NIH_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000" / "images"
+NIH_IMAGES = SHARED_DATA / "nih-cxr14-1000" / "images"
 
 
 def _png_bytes(img: Image.Image) -> bytes:

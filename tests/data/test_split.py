@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from _imagesets import make_imageset
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.split import assign_split, choose_stratify, k_splits
 from medgan_ui.errors import UserError
@@ -18,17 +18,9 @@ def make_set(patients: int = 300, seed: int = 0, rare_patients: int = 12) -> Ima
     n = len(pid)
     rare = np.isin(pid, [f"p{i}" for i in rng.choice(patients, rare_patients, replace=False)])
     common = rng.random(n) < 0.33
-    return ImageSet(
-        images=torch.zeros(n, 8, 8, dtype=torch.uint8),
-        general_names=["sex"],
-        general_values={"sex": ["F", "M"]},
-        general=torch.from_numpy(rng.integers(0, 2, (n, 1))),
-        findings=["Common", "Rare"],
-        detailed=torch.from_numpy(np.stack([common, rare], 1).astype(np.uint8)),
-        patient_id=pid,
-        source=[f"img{i}.png" for i in range(n)],
-        meta={"name": "toy"},
-    )
+    return make_imageset(n=n, size=8, general_values={"sex": ["F", "M"]}, general=rng.integers(0, 2, (n, 1)),
+                         findings=["Common", "Rare"], detailed=np.stack([common, rare], 1), patient_id=pid,
+                         meta={"name": "toy"})
 
 
 def parts_of_patients(ds: ImageSet) -> dict[str, set[int]]:

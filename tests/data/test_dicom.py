@@ -13,11 +13,12 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid  # noqa: E402
 
+from _paths import SHARED_DATA
 from medgan_ui.data.readers import detect_format, dicom  # noqa: E402
 from medgan_ui.data.readers.base import ReadOptions  # noqa: E402
 from medgan_ui.errors import UserError  # noqa: E402
 
-NIH_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000" / "images"
+NIH_IMAGES = SHARED_DATA / "nih-cxr14-1000" / "images"
 DX = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 
 

@@ -7,12 +7,12 @@ with Cardiomegaly requested measure a larger cardiothoracic ratio than the same 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+from _paths import ROOT
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "conditioning_check.py"
+BENCH = ROOT / "bench" / "conditioning_check.py"
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def test_sample_top_up_fills_every_cell(ws, capsys, tmp_path):
 
     from medgan_ui.data.load import load_dataset
     from medgan_ui.data.readers.base import ReadOptions
-    from medgan_ui.gan.runs import training_part
+    from medgan_ui.gan.feed import training_part
 
     run_id = _first_run(ws, capsys)
     target = 11  # the demo's rarest cells (e.g. M, AP, Cardiomegaly) have fewer: a few images to generate

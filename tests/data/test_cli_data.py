@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from _paths import SHARED_DATA
 import medgan_ui.cli as cli
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 NIH = DATA / "nih-cxr14-1000"
 
 

@@ -15,6 +15,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from _paths import SHARED_DATA
 from medgan_ui.ui.data_tab import SOURCES  # noqa: E402
 from _ui_fixtures import DEMO_N, running_app  # noqa: E402
 
@@ -179,7 +180,7 @@ def test_resume_and_bad_resume(app):
 
 
 def test_real_nih_folder_reports_rows_without_images(app):
-    nih = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-cxr14-1000"
+    nih = SHARED_DATA / "nih-cxr14-1000"
     if not nih.is_dir():
         pytest.skip("shared NIH sample not present")
     ctx, client = app

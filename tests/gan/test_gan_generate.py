@@ -9,22 +9,22 @@ import pytest
 import torch
 from PIL import Image
 
-from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.gan import engine
+from medgan_ui.gan.runs import Run
 from medgan_ui.gan.config import make_configs
-from medgan_ui.gan.sampling import export_dicom, export_png, generate, load_run
+from medgan_ui.gan.generate import export_dicom, export_png, generate, load_run
 from medgan_ui.workspace import Workspace, read_json
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    ds = demo_imageset(n=48, size=16, seed=0)
+def trained(tmp_path_factory, demo16):
+    ds = demo16
     tc, mc = make_configs("gdgan", "tiny", steps=6)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
-    run_id = engine.create_run(ws, ds, tc, mc)
+    run_id = Run.create(ws, ds, tc, mc).id
     assert engine.train(ds, tc, mc, ws.run_dir(run_id))["status"] == "finished"
     return ws, run_id
 

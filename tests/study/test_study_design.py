@@ -137,12 +137,13 @@ def test_two_synthetic_sources_share_the_per_class_number(tmp_path):
 def test_synthetic_cases_generated_from_a_run(tmp_path):
     from medgan_ui.data.phantom import demo_imageset
     from medgan_ui.gan import engine
+    from medgan_ui.gan.runs import Run
     from medgan_ui.gan.config import make_configs
 
     ds = demo_imageset(n=48, size=16, seed=0)
     tc, mc = make_configs("gdgan", "tiny", steps=2)
     ws = Workspace(tmp_path / "ws")
-    run_id = engine.create_run(ws, ds, tc, mc)
+    run_id = Run.create(ws, ds, tc, mc).id
     assert engine.train(ds, tc, mc, ws.run_dir(run_id))["status"] == "finished"
     cfg = StudyConfig(name="from run", part=None, synthetic=[run_id], classes=["Effusion"], real_per_class=2,
                       synthetic_per_class=2, seed=4)

@@ -7,17 +7,18 @@ import pytest
 import torch
 
 from medgan_ui.errors import UserError
-from medgan_ui.gan.augment import Augmenter, diff_augment
+from medgan_ui.gan.diffaugment import Augmenter, diff_augment
 from medgan_ui.gan.base import LabelSchema
-from medgan_ui.gan.config import (MODEL_KINDS, PRESETS, GDGANConfig, TrainConfig, config_from_dict, config_to_dict,
-                                  make_configs)
+from medgan_ui.gan.config import PRESETS, TrainConfig, config_from_dict, config_to_dict, make_configs
+from medgan_ui.gan.models.gdgan import GDGANConfig
+from medgan_ui.gan.registry import kinds
 from medgan_ui.gan.labels import GeneralEncoder, cyclic_codes
 
 torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("kind", kinds())
 def test_every_preset_builds_and_round_trips(kind, preset):
     train, model = make_configs(kind, preset)
     assert train.model == kind and train.preset == preset

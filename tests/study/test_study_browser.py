@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import _study_fixtures as fx
+from _paths import ARTIFACTS
 from medgan_ui.study.store import StudyStore
 from medgan_ui.workspace import Workspace
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 ADMIN = "browser-admin-pw"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

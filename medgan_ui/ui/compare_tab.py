@@ -13,7 +13,7 @@ import pandas as pd
 from medgan_ui.errors import UserError
 # medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
 # importing it here added ~4 s to the app's first page
-from medgan_ui.jobs import ACTIVE
+from medgan_ui.jobs import ACTIVE, start_experiment, start_gan_metrics
 from medgan_ui.ui.errors import friendly
 
 TIMER_S = 2.0
@@ -128,7 +128,7 @@ def build_compare_tab(ctx: Any) -> None:
             roc_png = gr.Plot(show_label=False)
             gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over splits")
             conf = gr.Plot(show_label=False)
-    gr.Markdown("### GAN quality metrics")
+    gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
     with gr.Row():
         m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs / synthetic sets (two for a Welch t-test on IS)")
         m_ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
@@ -141,17 +141,7 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_start(*form):
-        from medgan_ui.evaluate.experiment import run_experiment, validate
-
-        ds = ctx.require_dataset()
-        cfg = config_from_form(*form)
-        validate(cfg, ctx.workspace, ds)  # bad input is shown now, not as a failed job later
-
-        def job(on_progress, should_stop):
-            out = run_experiment(cfg, ctx.workspace, on_progress, should_stop, dataset=ds)
-            return {"id": out["id"], "dir": out["dir"], "status": out["status"]}
-
-        jid = ctx.jobs.submit("experiment", f"compare {'+'.join(cfg.targets)}", job)
+        jid = start_experiment(ctx.jobs, ctx.workspace, ctx.require_dataset(), config_from_form(*form))
         return f"Experiment queued ({jid}).", {"exp": jid}
 
     form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed]
@@ -168,18 +158,7 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_metrics(runs, ext, n, state):
-        from medgan_ui.evaluate.gan_metrics import evaluate_gan
-
-        ds = ctx.require_dataset()
-        if not runs:
-            raise UserError("choose at least one run or synthetic set")
-
-        def job(on_progress, should_stop):
-            out = evaluate_gan(ctx.workspace, ds, list(runs), extractor=(ext or "domain").strip(), n=int(n),
-                               on_progress=on_progress, should_stop=should_stop)
-            return {"id": out["id"], "dir": out["dir"]}
-
-        jid = ctx.jobs.submit("metrics", f"metrics {'+'.join(runs)}", job)
+        jid = start_gan_metrics(ctx.jobs, ctx.workspace, ctx.require_dataset(), list(runs or []), extractor=ext, n=n)
         return f"Metrics queued ({jid}).", {**(state or {}), "metrics": jid}
 
     m_go.click(on_metrics, [m_runs, m_ext, m_n, jobs], [status, jobs], concurrency_limit=1, api_name="compare_metrics")

@@ -5,13 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+from _paths import ROOT
 from medgan_ui.gan import checkpoint as ck
-from medgan_ui.gan.runs import read_metrics
+from medgan_ui.gan.runs import read_jsonl
 from medgan_ui.workspace import read_json
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torchrun() -> list[str]:
@@ -31,9 +30,9 @@ def test_train_under_torchrun_two_cpu_processes(tmp_path):
     assert len(runs) == 1, runs  # rank 0 made the folder, rank 1 trained into the same one
     run_dir = runs[0]
     assert out.stdout.count("finished: finished 6 steps") == 1  # only rank 0 reports
-    steps = [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")]
+    steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # written once, not once per rank
-    line = read_metrics(run_dir / "metrics.jsonl")[-1]
+    line = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert line["img_per_s"] > 0
     assert read_json(run_dir / "status.json")["status"] == "finished"
     state = ck.load(ck.resolve(run_dir / "checkpoints"))

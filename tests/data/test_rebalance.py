@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgan_ui.data.sampling import (
+from medgan_ui.data.rebalance import (
     CHEST,
     FRID_ADAR,
     ClassicAugment,

@@ -1,4 +1,5 @@
-"""Resume: N steps + resume N steps == 2N straight (same weights, same metrics), and kill -9 + resume."""
+"""Resume: metrics after the checkpoint dropped, and kill -9 + resume. (N + resume N == 2N straight, bit for
+bit, is part of every family's contract: tests/gan/test_family_contract.py.)"""
 from __future__ import annotations
 
 import os
@@ -8,75 +9,28 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from medgan_ui.data.phantom import demo_imageset
+from _paths import ROOT
 from medgan_ui.gan import checkpoint as ck
 from medgan_ui.gan import engine
 from medgan_ui.gan.config import make_configs
-from medgan_ui.gan.runs import read_metrics
+from medgan_ui.gan.runs import Run, read_jsonl
 from medgan_ui.workspace import Workspace, read_json
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def deterministic():
-    threads = torch.get_num_threads()
+def test_resume_drops_metrics_after_the_checkpoint(tmp_path, demo16):
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(False)
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("kind", ["gdgan", "acgan", "dcgan", "pggan"])
-def test_stop_and_resume_equals_straight_run(tmp_path, deterministic, kind):
-    ds = demo_imageset(n=48, size=16, seed=0)
-    # 2N = 12 steps; GDGAN switches stage at step 6, so the resumed half is all stage 2
-    tc, mc = make_configs(kind, "tiny", steps=12, log_every=2, checkpoint_every=4, sample_every=4,
-                          augment="ada" if kind == "acgan" else "none")
-    ws = Workspace(tmp_path / "ws")
-    straight = engine.create_run(ws, ds, tc, mc)
-    assert engine.train(ds, tc, mc, ws.run_dir(straight))["status"] == "finished"
-
-    resumed = engine.create_run(ws, ds, tc, mc)
-    calls = {"n": 0}
-
-    def stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 6
-
-    first = engine.train(ds, tc, mc, ws.run_dir(resumed), should_stop=stop)
-    assert first["status"] == "stopped" and first["step"] == 6
-    second = engine.resume_run(ws, resumed, dataset=ds)
-    assert second["status"] == "finished" and second["step"] == 12
-
-    a = ck.load(ck.resolve(ws.run_dir(straight) / "checkpoints"))
-    b = ck.load(ck.resolve(ws.run_dir(resumed) / "checkpoints"))
-    assert a["step"] == b["step"] == 12
-    assert set(a["nets"]) == set(b["nets"])
-    for net in a["nets"]:
-        for name, t in a["nets"][net].items():
-            assert torch.equal(t, b["nets"][net][name]), f"{net}.{name} differs after resume"
-    assert a["extra"] == b["extra"]
-    ma, mb = read_metrics(ws.run_dir(straight) / "metrics.jsonl"), read_metrics(ws.run_dir(resumed) / "metrics.jsonl")
-    assert [m["step"] for m in ma] == [m["step"] for m in mb] == [2, 4, 6, 8, 10, 12]
-    assert [m["losses"] for m in ma] == [m["losses"] for m in mb]  # no loss spike: identical curves
-
-
-def test_resume_drops_metrics_after_the_checkpoint(tmp_path):
-    torch.set_num_threads(1)
-    ds = demo_imageset(n=48, size=16, seed=0)
+    ds = demo16
     tc, mc = make_configs("gdgan", "tiny", steps=8, log_every=1, checkpoint_every=4, sample_every=100)
     ws = Workspace(tmp_path / "ws")
-    run = engine.create_run(ws, ds, tc, mc)
+    run = Run.create(ws, ds, tc, mc).id
     engine.train(ds, tc, mc, ws.run_dir(run))
     # resume from the step-4 checkpoint with a longer budget: lines 5..8 are re-made, not duplicated
-    summary = engine.resume_run(ws, run, dataset=ds, checkpoint="step_000004", steps=10)
+    summary = Run.open(ws, run).resume(dataset=ds, checkpoint="step_000004", steps=10)
     assert summary["step"] == 10
-    steps = [m["step"] for m in read_metrics(ws.run_dir(run) / "metrics.jsonl")]
+    steps = [m["step"] for m in read_jsonl(ws.run_dir(run) / "metrics.jsonl")]
     assert steps == list(range(1, 11))
     assert read_json(ws.run_dir(run) / "config.json")["train"]["steps"] == 10
 
@@ -107,7 +61,7 @@ def test_kill_minus_9_then_resume(tmp_path):
         if proc.poll() is None:
             proc.kill()
     run_dir = next((ws / "runs").iterdir())
-    assert engine.run_status(run_dir)["status"] == "interrupted"
+    assert Run(run_dir).status()["status"] == "interrupted"
     last = ck.resolve(run_dir / "checkpoints")
     last_step = ck.load(last)["step"]
     target = last_step + 10
@@ -116,7 +70,7 @@ def test_kill_minus_9_then_resume(tmp_path):
                          timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"finished {target} steps" in out.stdout
-    steps = [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")]
+    steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == target  # no duplicate or torn lines
     assert steps == list(range(5, target + 1, 5))
     listed = subprocess.run(_cli("runs", "--json", "--workspace", str(ws)), env=env, capture_output=True, text=True)

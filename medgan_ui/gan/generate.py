@@ -1,4 +1,4 @@
-"""Sampling from a trained run: load once (cached), generate with labels and a seed, export sets.
+"""Generation from a trained run: load once (cached), generate with labels and a seed, export sets.
 
 Exports go to synthetic/<set-id>/: images, labels.csv (file, general columns, "Finding Labels" in the
 NIH style so the CSV reader loads it back) and manifest.json (run, checkpoint, seed, labels).
@@ -21,7 +21,7 @@ from medgan_ui.security import csv_cells
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.device import pick_device
 from medgan_ui.gan.grid import encode_labels, to_uint8
-from medgan_ui.gan.runs import configs_from_dict
+from medgan_ui.gan.registry import configs_from_dict
 from medgan_ui.workspace import atomic_write_bytes, atomic_write_text, new_id, read_json, write_manifest
 
 Cells = list[tuple[dict[str, str], list[str], int]]
@@ -82,10 +82,14 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | torch.d
 
 
 def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, findings: list[str] | None = None,
-             seed: int = 0, ema: bool = True, chunk: int = 256) -> SampleResult:
-    """n images for the labels; unnamed general labels are drawn per image. Same seed, same images."""
+             seed: int = 0, ema: bool = True, chunk: int = 256, options: dict[str, Any] | None = None) -> SampleResult:
+    """n images for the labels; unnamed general labels are drawn per image. Same seed, same images.
+    `options`: the family's per-call sampling settings (ModelFamily.sample_options, e.g. a diffusion
+    model's steps, guidance, strength); None values keep the run's settings."""
     if n < 1:
         raise UserError(f"number of images must be at least 1 (got {n})")
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    run.model.check_sample_options(options)
     gen = torch.Generator().manual_seed(int(seed))
     size = run.schema.image_size
     images, stage1 = [], []
@@ -93,7 +97,7 @@ def generate(run: LoadedRun, n: int, general: dict[str, str] | None = None, find
         z = run.model.noise(n, generator=gen).to(run.device)  # all inputs first: same images for any chunking
         g, d = encode_labels(run.schema, general, findings, n, run.device, gen)
         for i in range(0, n, chunk):  # bounded memory for large sets (the GDGAN FC layers are wide)
-            out = run.model.generate(z[i:i + chunk], g[i:i + chunk], d[i:i + chunk], ema=ema)
+            out = run.model.generate(z[i:i + chunk], g[i:i + chunk], d[i:i + chunk], ema=ema, **options)
             images.append(to_uint8(out["images"], size))
             if out.get("stage1") is not None:
                 stage1.append(to_uint8(out["stage1"], size))
@@ -113,15 +117,16 @@ def _check_cells(run: LoadedRun, cells: Cells) -> None:
         encode_labels(run.schema, general, findings, 1, torch.device("cpu"))  # validates names
 
 
-def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str) -> Path:
+def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str, options: dict[str, Any] | None) -> Path:
     _check_cells(run, cells)
+    run.model.check_sample_options(options or {})  # before the set's folder exists
     set_id = new_id(f"{run.kind}-{fmt}")
     folder = Path(out_dir) / set_id
     folder.mkdir(parents=True, exist_ok=False)
     rows: list[dict[str, str]] = []
     i = 0
     for c, (general, findings, count) in enumerate(cells):
-        res = generate(run, int(count), general, findings, seed=seed + 1009 * c)
+        res = generate(run, int(count), general, findings, seed=seed + 1009 * c, options=options)
         for k in range(int(count)):
             name = f"{i:05d}.{'dcm' if fmt == 'dicom' else 'png'}"
             labels = res.labels[k]
@@ -141,20 +146,20 @@ def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str) ->
     writer.writerows(rows)
     atomic_write_text(folder / "labels.csv", buf_csv.getvalue())
     write_manifest(folder, kind="synthetic-set", synthetic=True, format=fmt, run=run.run_id, model=run.kind,
-                   checkpoint=run.checkpoint.name, step=run.step, seed=seed, n_images=i,
+                   checkpoint=run.checkpoint.name, step=run.step, seed=seed, n_images=i, sampling=options or {},
                    cells=[{"general": g, "findings": f, "count": int(n)} for g, f, n in cells],
                    schema=run.schema.to_dict())
     return folder
 
 
-def export_png(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0) -> Path:
+def export_png(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
     """Write synthetic/<set-id>/ (PNG images + labels.csv + manifest.json) under out_dir; returns the folder."""
-    return _export(run, cells, out_dir, seed, "png")
+    return _export(run, cells, out_dir, seed, "png", options)
 
 
-def export_dicom(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0) -> Path:
+def export_dicom(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
     """As export_png, with DICOM Secondary Capture files instead of PNGs."""
-    return _export(run, cells, out_dir, seed, "dicom")
+    return _export(run, cells, out_dir, seed, "dicom", options)
 
 
 def _label_value(general: dict[str, str], names: tuple[str, ...]) -> str | None:

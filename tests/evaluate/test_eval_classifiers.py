@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medgan_ui.data.imageset import ImageSet
+from _imagesets import make_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import classifiers as C
 from medgan_ui.evaluate.segmentation import load_mask_folder, pretrain_segmentation
@@ -72,9 +72,8 @@ def _tiny_set(n=48, size=24, seed=0):
             r, c = torch.randint(2, size - 10, (2,), generator=g).tolist()
             imgs[i, r:r + 8, c:c + 8] = 220
             masks[i, 0, r:r + 8, c:c + 8] = 255
-    return ImageSet(images=imgs, general_names=[], general_values={}, general=torch.zeros(n, 0, dtype=torch.long),
-                    findings=["Square"], detailed=y[:, None].to(torch.uint8), patient_id=np.arange(n).astype(str),
-                    source=[f"/x/img_{i:03d}.png" for i in range(n)], masks=masks, mask_names=["square"])
+    return make_imageset(imgs, findings=["Square"], detailed=y[:, None], patient_id=np.arange(n).astype(str),
+                         source=[f"/x/img_{i:03d}.png" for i in range(n)], masks=masks, mask_names=["square"])
 
 
 def test_training_learns_an_easy_task_and_keeps_best_epoch():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _imagesets import make_imageset
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 
@@ -19,9 +20,9 @@ def tiny_set(n: int = 12, size: int = 8) -> ImageSet:
     detailed = torch.zeros(n, 2, dtype=torch.uint8)
     detailed[:3, 0] = 1  # 3 x finding A
     detailed[3:4, 1] = 1  # 1 x finding B
-    return ImageSet(images=images, general_names=["sex", "view"], general_values={"sex": ["F", "M"], "view": ["AP", "PA"]},
-                    general=general, findings=["A", "B"], detailed=detailed, patient_id=np.arange(n).astype(str),
-                    source=[f"x{i}" for i in range(n)])
+    return make_imageset(images, general_values={"sex": ["F", "M"], "view": ["AP", "PA"]}, general=general,
+                         findings=["A", "B"], detailed=detailed, patient_id=np.arange(n).astype(str),
+                         source=[f"x{i}" for i in range(n)])
 
 
 def test_upscale_is_nearest_neighbour():
@@ -94,7 +95,7 @@ def test_messages_are_plain_sentences():
 
 
 def test_run_list_after_restart_shows_interrupted_run(tmp_path):
-    from medgan_ui.jobs import JobManager, run_summaries
+    from medgan_ui.gan.runs import list_runs
     from medgan_ui.workspace import Workspace, atomic_write_json
 
     ws = Workspace(tmp_path)
@@ -104,9 +105,10 @@ def test_run_list_after_restart_shows_interrupted_run(tmp_path):
     # what a killed app leaves behind: the engine said "running" from a process that is gone
     atomic_write_json(folder / "status.json", {"status": "running", "step": 20, "total": 50, "pid": 999_999_999,
                                                "host": "elsewhere"})
-    rows = run_summaries(ws, JobManager(ws))
+    rows = list_runs(ws)
     assert rows == [{"run_id": "gdgan-1", "model": "gdgan", "preset": "tiny", "status": "interrupted", "step": 20,
-                     "steps": 50, "message": "", "job_id": None}]
+                     "total": 50, "dataset": None, "checkpoint": None, "updated": None, "message": "",
+                     "job_id": None}]
 
 
 def test_background_dataset_load_says_it_is_still_loading(tmp_path):
