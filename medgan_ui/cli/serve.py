@@ -21,6 +21,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     p.add_argument("--admin-password", default=None,
                    help="password for the Rate tab's admin view (or set MEDGAN_ADMIN_PASSWORD)")
+    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="folder whose datasets web users may load by path; repeat for several. Without it, "
+                        "server paths work only when --host is loopback (127.0.0.1)")
     p.add_argument("--no-demo", action="store_true", help="do not load the built-in demo dataset at start")
     p.add_argument("--reader-only", action="store_true",
                    help="serve only the reading screen (reader studies: radiologists see nothing else)")
@@ -51,8 +54,10 @@ def serve(args: argparse.Namespace) -> int:
     admin = args.admin_password or os.environ.get("MEDGAN_ADMIN_PASSWORD") or None
     if args.reader_only:
         return serve_reader_only(args, auth, admin)
-    ctx = AppContext.create(args.workspace, admin_password=admin)
+    ctx = AppContext.create(args.workspace, admin_password=admin, host=args.host,
+                            data_roots=getattr(args, "data_root", None) or [])
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
+    print(f"server paths: {ctx.paths.describe()}; removed old uploads: {len(ctx.clean_uploads())}", flush=True)
     # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
     loader = None if args.no_demo else ctx.load_in_background(lambda: load_demo(ctx), start=False)
     try:

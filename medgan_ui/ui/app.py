@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui import __version__
+from medgan_ui.security import limits
 from medgan_ui.ui import browse_tab, data_tab, train_tab
 from medgan_ui.ui.context import AppContext
 
@@ -61,7 +62,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             browse.select(refresh_fn, refresh_in, refresh_out, api_visibility="private", show_progress="hidden")
             with gr.Tab("Rate", id="rate"):
                 _optional_tab(
-                    "medgan_ui.ui.rate", "build_rate_tab", ctx.workspace, ctx.admin_password,
+                    "medgan_ui.ui.rate", "build_rate_tab", ctx.workspace, ctx.admin_password, ctx.paths,
                     plan="**Reader study (visual Turing test).** This tab will let you set up a blinded study "
                     "from real and synthetic images, hand readers a link to a reading screen (real or synthetic, "
                     "realism score, finding seen), and show the results to the admin. It is not available in this build yet.",
@@ -110,6 +111,7 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
         # no allowed_paths: outputs are copied into Gradio's cache, so no workspace file (e.g. the
         # reader-study database) can be fetched by URL
         footer_links=["api"],
+        max_file_size=limits.upload_limit_bytes(),  # MEDGAN_MAX_UPLOAD_MB
         auth_message="MedGAN Studio: please sign in." if auth else None,
         **launch_options(),
     )

@@ -14,6 +14,7 @@ import pandas as pd
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
+from medgan_ui.security.paths import plain_name
 from medgan_ui.ui.context import AppContext
 from medgan_ui.ui.errors import friendly
 from medgan_ui.ui.widgets import gallery_items, label_caption, side_by_side
@@ -140,7 +141,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
         if not run_id:
             raise UserError("no trained run to generate from: train a model in the Train tab first "
                             "(a run appears here once it has written a checkpoint)")
-        loaded = load_run(ctx.run_dir(run_id), None if ckpt_name in (None, "", "latest") else ckpt_name)
+        loaded = load_run(ctx.run_dir(run_id), None if ckpt_name in (None, "", "latest") else plain_name(ckpt_name, "checkpoint"))
         res = generate(loaded, int(n), _labels(list(gvals), loaded.schema), list(fnd or []), seed=int(sd or 0))
         imgs = res.images.numpy()
         shown_imgs = imgs if res.stage1 is None else np.stack([side_by_side(a, b) for a, b in zip(res.stage1.numpy(), imgs)])
@@ -216,7 +217,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> tuple:
             raise UserError("choose a trained run first")
         if table is None or len(table) == 0:
             raise UserError("press 'Fill the table' first, then set how many images each cell gets")
-        loaded = load_run(ctx.run_dir(run_id), None if ckpt_name in (None, "", "latest") else ckpt_name)
+        loaded = load_run(ctx.run_dir(run_id), None if ckpt_name in (None, "", "latest") else plain_name(ckpt_name, "checkpoint"))
         cells = cells_from_plan(pd.DataFrame(table), loaded.schema.general_names)
         total = sum(c[2] for c in cells)
         if total > 50_000:

@@ -14,6 +14,7 @@ from medgan_ui.errors import UserError
 # medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
 # importing it here added ~4 s to the app's first page
 from medgan_ui.jobs import ACTIVE
+from medgan_ui.security.paths import PathPolicy, plain_name
 from medgan_ui.ui.errors import friendly
 
 TIMER_S = 2.0
@@ -53,6 +54,18 @@ def config_from_form(targets, base, synth, classifier, width, init, weights, spl
     return ExperimentConfig(targets=list(targets), strategies=strategies, classifier=classifier, width=float(width),
                             init=init, splits=int(splits), epochs=int(epochs), patience=int(patience),
                             batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed))
+
+
+def checked_spec(policy: PathPolicy, spec: str, what: str) -> str:
+    """'kind:PATH' (imagenet:, domain:, inception:) with PATH through the server's allow-list, so a
+    weights field cannot open an arbitrary server file; specs without a path pass unchanged."""
+    kind, sep, path = spec.partition(":")
+    if not sep:
+        return spec
+    found = policy.resolve_existing(path, what)
+    if not found.is_file():
+        raise UserError(f"{what} {path.strip()!r} is a folder: give the weights file itself")
+    return f"{kind}:{found}"
 
 
 def progress_html(job: dict | None) -> str:
@@ -145,6 +158,9 @@ def build_compare_tab(ctx: Any) -> None:
 
         ds = ctx.require_dataset()
         cfg = config_from_form(*form)
+        cfg.init = checked_spec(ctx.paths, cfg.init, "ImageNet weights file")
+        for s in form[2] or []:
+            plain_name(s, "synthetic run or set")  # workspace ids only, never a path
         validate(cfg, ctx.workspace, ds)  # bad input is shown now, not as a failed job later
 
         def job(on_progress, should_stop):
@@ -173,9 +189,11 @@ def build_compare_tab(ctx: Any) -> None:
         ds = ctx.require_dataset()
         if not runs:
             raise UserError("choose at least one run or synthetic set")
+        runs = [plain_name(r, "run or synthetic set") for r in runs]
+        ext = checked_spec(ctx.paths, (ext or "domain").strip(), "feature extractor weights file")
 
         def job(on_progress, should_stop):
-            out = evaluate_gan(ctx.workspace, ds, list(runs), extractor=(ext or "domain").strip(), n=int(n),
+            out = evaluate_gan(ctx.workspace, ds, list(runs), extractor=ext, n=int(n),
                                on_progress=on_progress, should_stop=should_stop)
             return {"id": out["id"], "dir": out["dir"]}
 

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui.errors import UserError
+from medgan_ui.security.paths import PathPolicy
 from medgan_ui.study import analysis
 from medgan_ui.study.store import StudyStore
 from medgan_ui.workspace import Workspace
@@ -33,8 +34,11 @@ def _progress_rows(progress: list[dict[str, Any]]) -> list[list[Any]]:
 class AdminHandlers:
     """The admin side, free of Gradio so tests can call it exactly as the UI does."""
 
-    def __init__(self, store: StudyStore, workspace: Workspace, password: str | None) -> None:
+    def __init__(self, store: StudyStore, workspace: Workspace, password: str | None,
+                 paths: PathPolicy | None = None) -> None:
         self.store, self.workspace, self._password = store, workspace, password
+        # folders typed into 'Real images' / 'Synthetic sets' go through the server's allow-list
+        self.paths = paths or PathPolicy.for_server("127.0.0.1", (), [workspace.datasets, workspace.synthetic])
         self._tokens: dict[str, float] = {}
 
     def login(self, password: str) -> str:
@@ -61,8 +65,27 @@ class AdminHandlers:
         self.check(token)
         from medgan_ui.study.design import StudyConfig, create_study
 
-        info = create_study(self.workspace, StudyConfig(**cfg))
+        info = create_study(self.workspace, StudyConfig(**self._checked_sources(cfg)))
         return {"study_id": info.study_id, "access_code": info.access_code, "n_cases": info.n_cases, "counts": info.counts}
+
+    def _checked_sources(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Workspace names stay names (a synthetic set id becomes its folder); anything else is a server
+        path and must pass the allow-list."""
+        ws, out = self.workspace, dict(cfg)
+        real = str(out.get("real") or "demo").strip()
+        if real != "demo" and not (_plain(real) and (ws.datasets / real / "cache.npz").is_file()):
+            out["real"] = str(self.paths.resolve_existing(real, "real images"))
+        syn = []
+        for src in out.get("synthetic") or []:
+            src = str(src).strip()
+            if _plain(src) and (ws.runs / src).is_dir():
+                syn.append(src)
+            elif _plain(src) and (ws.synthetic / src).is_dir():
+                syn.append(str(ws.synthetic / src))
+            else:
+                syn.append(str(self.paths.resolve_existing(src, "synthetic set")))
+        out["synthetic"] = syn
+        return out
 
     def set_status(self, token: str | None, study_id: str, status: str) -> None:
         self.check(token)
@@ -92,14 +115,19 @@ class AdminHandlers:
                 "figure": str(out / "summary.png")}
 
 
+def _plain(name: str) -> bool:
+    return bool(name) and not any(c in name for c in "/\\\0") and not name.startswith(".")
+
+
 def _sources(workspace: Workspace) -> list[str]:
     sets = [p.name for p in sorted(workspace.synthetic.iterdir()) if (p / "labels.csv").is_file()]
     runs = [p.name for p in workspace.list_runs()]
     return sets + runs
 
 
-def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: str | None) -> AdminHandlers:
-    admin = AdminHandlers(store, workspace, admin_password)
+def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: str | None,
+                      paths: PathPolicy | None = None) -> AdminHandlers:
+    admin = AdminHandlers(store, workspace, admin_password, paths)
     gr.Markdown("## Study administration")
     if not admin_password:
         gr.Markdown(DISABLED)

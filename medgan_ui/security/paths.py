@@ -1,0 +1,159 @@
+"""Which server paths a web user may name, and how paths are shown back to them.
+
+The web UI is untrusted: a path typed into a field (data folder, labels CSV, weights file, synthetic
+set, mask folder) is resolved with its symlinks and must lie under an allowed root. Roots are the
+`--data-root` folders plus the workspace's own datasets/, synthetic/ and uploads/. Without any
+`--data-root`, server paths are allowed only when the app listens on loopback (the person at the
+keyboard is the one running it). System folders (/proc, /etc, ...) are never data.
+
+Refusals never say whether an outside path exists: the check runs on the resolved name before any
+existence test, and the message echoes only what the user typed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+from medgan_ui.errors import UserError
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+# pseudo file systems and configuration: never a dataset, whatever the allow-list says
+_SYSTEM = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
+SYSTEM_DIRS = tuple({Path(p) for p in _SYSTEM} | {Path(p).resolve() for p in _SYSTEM})  # macOS: /etc -> /private/etc
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 and localhost; an empty host (all interfaces) is not loopback."""
+    if not host:
+        return False
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Both already resolved."""
+    return path == root or root in path.parents
+
+
+def relative_name(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
+    """`path` as shown to a web user: relative to the dataset root, else just the file name."""
+    p = Path(path)
+    if root not in (None, "", "demo"):
+        r = Path(root)
+        base = r.parent if r.suffix and not r.is_dir() else r  # a single-file source (.npz): its folder
+        for a, b in ((p, base), (p.resolve(), base.resolve())):
+            try:
+                return a.relative_to(b).as_posix()
+            except ValueError:
+                continue
+    return p.name
+
+
+def plain_name(text: str | None, what: str) -> str:
+    """A bare file or folder name (checkpoint, id): no folders, no '..'."""
+    name = (text or "").strip()
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith("."):
+        raise UserError(f"{what} {text!r} is not a plain name: pick one from the list")
+    return name
+
+
+@dataclass
+class PathPolicy:
+    """The allow-list one app process applies to every path that arrives over the web."""
+
+    roots: list[Path] = field(default_factory=list)  # --data-root folders, resolved
+    always: list[Path] = field(default_factory=list)  # the workspace's own folders
+    allow_any: bool = False  # loopback without --data-root: any folder but the system ones
+
+    @classmethod
+    def for_server(cls, host: str | None, data_roots: Iterable[str | os.PathLike] = (),
+                   workspace_dirs: Iterable[str | os.PathLike] = ()) -> "PathPolicy":
+        roots = []
+        for r in data_roots:
+            p = Path(r).expanduser().resolve()
+            if not p.is_dir():
+                raise UserError(f"--data-root {str(r)!r} is not a folder: give an existing folder of datasets")
+            roots.append(p)
+        always = [Path(w).expanduser().resolve() for w in workspace_dirs]
+        return cls(roots=roots, always=always, allow_any=not roots and is_loopback(host))
+
+    @property
+    def allowed(self) -> list[Path]:
+        return self.roots + self.always
+
+    def describe(self) -> str:
+        """For help texts and refusals: where paths may point, without naming server folders."""
+        if self.allow_any:
+            return "any folder on this server (it listens on this computer only)"
+        if self.roots:
+            names = ", ".join(r.name or str(r) for r in self.roots)
+            return f"the data folder(s) {names} (paths relative to them) and this app's own uploads"
+        return ("no server folder: this server is reachable from the network and was started without "
+                "--data-root, so only the built-in demo and uploaded zips can be used")
+
+    def _refuse(self, text: str, what: str) -> UserError:
+        return UserError(f"{what} {text!r} is outside the folders this server allows; it may use "
+                         f"{self.describe()}")
+
+    def allows(self, resolved: Path) -> bool:
+        if any(inside(resolved, s) for s in SYSTEM_DIRS):
+            return False
+        return self.allow_any or any(inside(resolved, r) for r in self.allowed)
+
+    def resolve(self, text: str | os.PathLike | None, what: str = "path") -> Path:
+        """The resolved path for a user's text, or a UserError that does not reveal what exists outside.
+
+        Relative paths are taken inside the first --data-root that has them (else the first root);
+        with no --data-root (loopback) relative to the working folder, as on the command line."""
+        raw = str(text or "").strip()
+        if not raw:
+            raise UserError(f"{what} is empty: type a path")
+        if "\0" in raw:
+            raise self._refuse(raw.replace("\0", ""), what)
+        p = Path(raw).expanduser() if raw.startswith("~") and self.allow_any else Path(raw)
+        candidates = [p] if p.is_absolute() else ([r / p for r in self.roots] or [Path.cwd() / p])
+        resolved = [c.resolve() for c in candidates]
+        ok = [c for c in resolved if self.allows(c)]
+        if not ok:
+            raise self._refuse(raw, what)
+        return next((c for c in ok if c.exists()), ok[0])
+
+    def resolve_existing(self, text: str | os.PathLike | None, what: str = "path") -> Path:
+        """resolve() plus a plain 'does not exist' (only ever said about allowed paths)."""
+        path = self.resolve(text, what)
+        if not path.exists():
+            raise UserError(f"{what} {str(text).strip()!r} does not exist on the server: check the spelling")
+        return path
+
+    def resolve_csv(self, name: str | None, folder: Path) -> Path:
+        """A labels CSV named relative to the (already allowed) data folder: .csv, .csv.gz or .tsv."""
+        raw = (name or "").strip()
+        rel = PurePosixPath(raw.replace("\\", "/"))
+        if not raw or rel.is_absolute() or ".." in rel.parts or raw.startswith("~") or "\0" in raw:
+            raise UserError(f"labels CSV {raw!r}: give its name relative to the data folder, e.g. labels.csv")
+        if not raw.lower().endswith(CSV_SUFFIXES):
+            raise UserError(f"labels CSV {raw!r} must end in {', '.join(CSV_SUFFIXES)}")
+        base = folder if folder.is_dir() else folder.parent
+        path = (base / rel).resolve()
+        if not (inside(path, base.resolve()) and self.allows(path)):
+            raise self._refuse(raw, "labels CSV")  # a symlink leading out of the folder
+        if not path.is_file():
+            raise UserError(f"labels CSV {raw!r} is not in the data folder")
+        return path
+
+
+def hide_paths(message: str, replacements: Sequence[tuple[str | os.PathLike, str]]) -> str:
+    """Replace server folders in a message by what the user knows them as (longest first)."""
+    for path, shown in sorted(((str(p), s) for p, s in replacements if str(p) not in ("", ".", "/")),
+                              key=lambda x: -len(x[0])):
+        message = message.replace(path + os.sep, f"{shown}/" if shown else "").replace(path, shown)
+    return message
