@@ -117,9 +117,9 @@ class PathPolicy:
         raw = str(text or "").strip()
         if not raw:
             raise UserError(f"{what} is empty: type a path")
-        if "\0" in raw:
+        if "\0" in raw or (raw.startswith("~") and not self.allow_any):  # ~ = a home folder, never a data root
             raise self._refuse(raw.replace("\0", ""), what)
-        p = Path(raw).expanduser() if raw.startswith("~") and self.allow_any else Path(raw)
+        p = Path(raw).expanduser() if raw.startswith("~") else Path(raw)
         candidates = [p] if p.is_absolute() else ([r / p for r in self.roots] or [Path.cwd() / p])
         resolved = [c.resolve() for c in candidates]
         ok = [c for c in resolved if self.allows(c)]
