@@ -221,6 +221,20 @@ def test_zip_bombs_and_oversize_upload_leave_nothing(server):
     assert r.status_code == 413 and SECRET not in r.text
 
 
+def test_upload_field_cannot_name_a_server_file(server):
+    """A forged upload value pointing at a server file is refused by Gradio before the handler runs."""
+    cache = Path(upload(server, "x.zip", zip_bytes({"a.png": b"x"})).json()[0]).parent
+    for p in ("/etc/passwd", "/proc/self/cmdline", str(server["outside"] / "secret.csv"),
+              f"{cache}/../../../../../etc/passwd"):
+        fd = {"path": p, "orig_name": "x.zip", "meta": {"_type": "gradio.FileData"}}
+        for api, args in (("load_data", load_args(SOURCES[2], upload=fd)), ("read_columns", ["", fd, ""])):
+            msg = call(server, api, args)
+            assert msg.get("success") is False, (p, msg)
+            assert msg["output"]["error"] is None  # refused before the handler (ours always say why)
+    log = "".join(p.read_text() for p in server["ws"].glob("server-*.log"))
+    assert log.count("because it was not uploaded by a user") >= 8  # Gradio's own check of upload values
+
+
 def test_good_zip_is_unpacked_once_and_reused(server):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
