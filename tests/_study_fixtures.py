@@ -130,10 +130,12 @@ def find_dependency(config: dict, button_label: str) -> int:
     raise KeyError(button_label)
 
 
-def gradio_call(base: str, fn_index: int, data: list, session_hash: str | None = None) -> dict:
-    """Call a Gradio event handler the way a script could, bypassing the page: queue/join + SSE."""
+def gradio_call(base: str, fn_index: int, data: list, session_hash: str | None = None,
+                cookies: dict | None = None) -> dict:
+    """Call a Gradio event handler the way a script could, bypassing the page: queue/join + SSE
+    (`cookies`: a login's, for a server started with --auth)."""
     session_hash = session_hash or secrets.token_hex(8)
-    with httpx.Client(base_url=base, timeout=60) as c:
+    with httpx.Client(base_url=base, timeout=60, cookies=cookies) as c:
         r = c.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
                                                    "event_data": None, "trigger_id": None})
         if r.status_code != 200:

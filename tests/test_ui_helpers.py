@@ -136,13 +136,14 @@ def test_background_dataset_load_says_it_is_still_loading(tmp_path):
 def test_serve_flags_and_auth_pairs():
     import argparse
 
-    from medgan_ui.cli.serve import add_serve_args, parse_auth
+    from medgan_ui.cli.serve import add_serve_args
+    from medgan_ui.security.credentials import parse_pairs
 
     p = argparse.ArgumentParser()
     add_serve_args(p)
     a = p.parse_args(["--workspace", "w", "--port", "8000", "--auth", "ann:pw1", "--auth", "bob:p:w", "--share",
                       "--admin-password", "secret"])
     assert (a.workspace, a.port, a.share, a.admin_password, a.host) == ("w", 8000, True, "secret", "127.0.0.1")
-    assert parse_auth(a.auth) == [("ann", "pw1"), ("bob", "p:w")]
+    assert parse_pairs(a.auth, "--auth") == [("ann", "pw1"), ("bob", "p:w")]
     with pytest.raises(UserError, match="USER:PASSWORD"):
-        parse_auth(["ann"])
+        parse_pairs(["ann"], "--auth")

@@ -3,24 +3,41 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
 from typing import Any
 
-from medgan_ui.errors import UserError
+from medgan_ui.security import credentials
+from medgan_ui.security.http import (DEFAULT_MAX_REQUEST_MB, ENV_MAX_REQUEST_MB, HttpPolicy, check_exposure,
+                                     max_request_bytes)
+from medgan_ui.security.lock import workspace_lock
+from medgan_ui.security.paths import PathPolicy
+from medgan_ui.workspace import Workspace
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", default=None, help="workspace folder (default ./medgan-workspace or $MEDGAN_WORKSPACE)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every network interface)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every network interface; "
+                   "needs --auth-file, or --i-know)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--auth-file", default=None, metavar="FILE",
+                   help="require a login: USER:PASSWORD lines (or $MEDGAN_AUTH_FILE, or $MEDGAN_AUTH)")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
-                   help="require a login; repeat for several users")
+                   help="require a login; repeat for several users (visible in `ps`: prefer --auth-file)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    p.add_argument("--admin-password-file", default=None, metavar="FILE",
+                   help="file whose first line is the Rate tab's admin password (or $MEDGAN_ADMIN_PASSWORD_FILE)")
     p.add_argument("--admin-password", default=None,
-                   help="password for the Rate tab's admin view (or set MEDGAN_ADMIN_PASSWORD)")
+                   help="admin password for the Rate tab (or $MEDGAN_ADMIN_PASSWORD; visible in `ps`: prefer the file)")
+    p.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another web origin allowed to call this server with the user's cookies, e.g. "
+                   "https://portal.example.org (default: only the app's own pages)")
+    p.add_argument("--max-request-mb", type=float, default=None, metavar="MB",
+                   help=f"largest request body outside file uploads (default {DEFAULT_MAX_REQUEST_MB:g}, or "
+                   f"${ENV_MAX_REQUEST_MB}); larger ones get 413")
+    p.add_argument("--i-know", action="store_true",
+                   help="serve on a network address (or --share) without a login anyway")
     p.add_argument("--data-root", action="append", default=[], metavar="DIR",
                    help="folder whose datasets web users may load by path; repeat for several. Without it, "
                         "server paths work only when --host is loopback (127.0.0.1)")
@@ -29,39 +46,40 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="serve only the reading screen (reader studies: radiologists see nothing else)")
 
 
-def parse_auth(pairs: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for pair in pairs:
-        user, sep, pw = pair.partition(":")
-        if not sep or not user or not pw:
-            raise UserError(f"--auth {pair!r}: write it as USER:PASSWORD")
-        out.append((user, pw))
-    return out
-
-
 def serve(args: argparse.Namespace) -> int:
-    from medgan_ui.ui.app import serve as launch_app
-    from medgan_ui.ui.context import AppContext
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # `kill` (SIGTERM) stops like Ctrl+C: running jobs write a checkpoint and show as interrupted
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # the stdlib handler that raises KeyboardInterrupt
-    auth = parse_auth(args.auth)
-    if args.share and not auth:
-        print("warning: --share makes the app public; add --auth USER:PASS to protect it", file=sys.stderr)
-    admin = args.admin_password or os.environ.get("MEDGAN_ADMIN_PASSWORD") or None
+    creds = credentials.resolve(args.auth, args.auth_file, args.admin_password, args.admin_password_file)
+    for warning in creds.warnings:
+        print(warning, file=sys.stderr, flush=True)
+    auth, admin = creds.auth, creds.admin_password
+    check_exposure(args.host, args.share, bool(auth), args.i_know)
+    PathPolicy.for_server(args.host, args.data_root)  # a --data-root that is not a folder fails here, fast
+    policy = HttpPolicy(allowed_origins=args.allowed_origin, max_body_bytes=max_request_bytes(args.max_request_mb),
+                        require_login=bool(auth))
+    workspace = Workspace(args.workspace)
+    # one studio per workspace (two both trained and resumed the same run); held until the process ends
+    held = workspace_lock(workspace.root, "reader" if args.reader_only else "studio")
     if args.reader_only:
-        return serve_reader_only(args, auth, admin)
-    ctx = AppContext.create(args.workspace, admin_password=admin, host=args.host,
-                            data_roots=getattr(args, "data_root", None) or [])
+        try:
+            return serve_reader_only(workspace, args, auth, admin, policy)
+        finally:
+            held.release()
+    from medgan_ui.ui.app import serve as launch_app  # gradio and torch: after the checks, which fail fast
+    from medgan_ui.ui.context import AppContext
+
+    ctx = AppContext.create(workspace, admin_password=admin, host=args.host,
+                            data_roots=args.data_root)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
     print(f"server paths: {ctx.paths.describe()}; removed old uploads: {len(ctx.clean_uploads())}", flush=True)
     # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
     loader = None if args.no_demo else ctx.load_in_background(lambda: load_demo(ctx), start=False)
     try:
-        launch_app(ctx, host=args.host, port=args.port, auth=auth, share=args.share, prevent_thread_lock=True)
+        launch_app(ctx, host=args.host, port=args.port, auth=auth, share=args.share, prevent_thread_lock=True,
+                   policy=policy)
         if loader is not None:
             loader.start()
         while True:
@@ -70,15 +88,16 @@ def serve(args: argparse.Namespace) -> int:
         print("stopping: running jobs write a checkpoint and can be resumed after the next start", flush=True)
     finally:
         ctx.jobs.shutdown(timeout=60)
+        held.release()
     return 0
 
 
-def serve_reader_only(args: argparse.Namespace, auth: list[tuple[str, str]], admin: str | None) -> int:
+def serve_reader_only(workspace: Any, args: argparse.Namespace, auth: list[tuple[str, str]], admin: str | None,
+                      policy: Any) -> int:
     """Reading screen alone: no Data/Train/Browse tab where labelled synthetic images could be seen."""
     from medgan_ui.ui import study_server
-    from medgan_ui.workspace import Workspace
 
-    study_server.run(Workspace(args.workspace), args.host, args.port, admin, auth=auth)
+    study_server.run(workspace, args.host, args.port, admin, auth=auth, policy=policy)
     return 0
 
 

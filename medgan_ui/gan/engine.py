@@ -31,6 +31,7 @@ from medgan_ui.gan.feed import DeviceBatches
 from medgan_ui.gan.grid import FixedGrid, default_cells, save_png
 from medgan_ui.gan.runs import (append_metrics, config_dict, configs_from_dict, model_kind, read_status,
                                 training_part, truncate_metrics, validate, write_status)
+from medgan_ui.security.lock import run_lock
 from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, read_json, write_manifest
 
 Progress = Callable[[dict], None]
@@ -54,8 +55,10 @@ def train(dataset: ImageSet, train_cfg, model_cfg, run_dir: Path, *, resume: boo
     Bad settings raise UserError before any compute. Divergence (NaN/inf) returns status "failed"
     and leaves the last good checkpoint as `latest`.
     """
-    trainer = Trainer(dataset, train_cfg, model_cfg, Path(run_dir), resume=resume, checkpoint=checkpoint)
-    return trainer.run(on_progress=on_progress, should_stop=should_stop, progress_bar=progress_bar)
+    # one process trains a run at a time: a second resume is refused, naming the holder (issue 9)
+    with run_lock(run_dir, enabled=is_main_process()):
+        trainer = Trainer(dataset, train_cfg, model_cfg, Path(run_dir), resume=resume, checkpoint=checkpoint)
+        return trainer.run(on_progress=on_progress, should_stop=should_stop, progress_bar=progress_bar)
 
 
 class Trainer:

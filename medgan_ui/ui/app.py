@@ -14,6 +14,7 @@ import gradio as gr
 
 from medgan_ui import __version__
 from medgan_ui.security import limits
+from medgan_ui.security.http import HttpPolicy, install_on_gradio
 from medgan_ui.ui import browse_tab, data_tab, train_tab
 from medgan_ui.ui.context import AppContext
 
@@ -99,8 +100,11 @@ def _warm_imports() -> None:
 
 def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
           auth: list[tuple[str, str]] | None = None, share: bool = False,
-          prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
-    """Build and launch; with prevent_thread_lock the call returns at once (tests, benchmarks)."""
+          prevent_thread_lock: bool = False, quiet: bool = False, policy: HttpPolicy | None = None) -> gr.Blocks:
+    """Build and launch; with prevent_thread_lock the call returns at once (tests, benchmarks).
+
+    `policy`: origin allow-list, body cap, login back-off (security.http); the default allows only
+    the app's own pages and asks a login for /study/* when `auth` is set."""
     _warm_imports()
     demo = build_app(ctx)
     # several people may use one server: let events of different users run side by side
@@ -113,6 +117,8 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
         footer_links=["api"],
         max_file_size=limits.upload_limit_bytes(),  # MEDGAN_MAX_UPLOAD_MB
         auth_message="MedGAN Studio: please sign in." if auth else None,
+        # outside Gradio's own middleware (its CORS layer echoes foreign origins once Host is not localhost)
+        app_kwargs={"lifespan": install_on_gradio(policy or HttpPolicy(require_login=bool(auth)))},
         **launch_options(),
     )
     if importlib.util.find_spec("medgan_ui.study.api") is not None:

@@ -16,6 +16,7 @@ import gradio as gr
 
 from medgan_ui.errors import UserError
 from medgan_ui.security.paths import PathPolicy
+from medgan_ui.security.throttle import client_key, format_wait, login_throttle
 from medgan_ui.study import analysis
 from medgan_ui.study.store import StudyStore
 from medgan_ui.workspace import Workspace
@@ -40,13 +41,24 @@ class AdminHandlers:
         # folders typed into 'Real images' / 'Synthetic sets' go through the server's allow-list
         self.paths = paths or PathPolicy.for_server("127.0.0.1", (), [workspace.datasets, workspace.synthetic])
         self._tokens: dict[str, float] = {}
+        self.throttle = login_throttle("admin sign-in")
 
-    def login(self, password: str) -> str:
+    def login(self, password: str, client: str | None = None) -> str:
+        """`client` (the remote address) is given by the web handler: failures from it back off
+        exponentially; in-process callers (scripts, tests) pass none."""
         if not self._password:
             raise UserError(DISABLED)
-        time.sleep(0.2)  # blunt password guessing through the API
+        refusal = self.throttle.refusal(client) if client else None
+        if refusal:
+            raise UserError(refusal)
+        time.sleep(0.2)  # blunt guessing spread over many addresses
         if not hmac.compare_digest(str(password or "").encode(), self._password.encode()):
+            if client:
+                wait = self.throttle.failure(client)  # logs the address
+                raise UserError(f"wrong admin password; the next attempt from this address is possible in {format_wait(wait)} s")
             raise UserError("wrong admin password")
+        if client:
+            self.throttle.success(client)
         tok = secrets.token_urlsafe(32)
         self._tokens[tok] = time.time() + TOKEN_HOURS * 3600
         return tok
@@ -194,9 +206,9 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
     def _msg_only(text: str) -> tuple:
         return (gr.update(),) * (len(outs) - 1) + (f"**{html.escape(text)}**",)
 
-    def on_login(password: str) -> tuple:
+    def on_login(password: str, request: gr.Request) -> tuple:
         try:
-            tok = admin.login(password)
+            tok = admin.login(password, client_key(request))
         except UserError as exc:
             return None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"**{html.escape(str(exc))}**", gr.update()
         dd, table = studies_view(tok)
