@@ -3,16 +3,19 @@
 The web UI is untrusted: a path typed into a field (data folder, labels CSV, weights file, synthetic
 set, mask folder) is resolved with its symlinks and must lie under an allowed root. Roots are the
 `--data-root` folders plus the workspace's own datasets/, synthetic/ and uploads/. Without any
-`--data-root`, server paths are allowed only when the app listens on loopback (the person at the
-keyboard is the one running it). System folders (/proc, /etc, ...) are never data.
+`--data-root`, server paths are allowed only when the app listens on loopback and the request comes
+from this machine itself, not through a reverse proxy (the person at the keyboard is the one
+running it). System folders (/proc, /etc, ...) are never data.
 
 Refusals never say whether an outside path exists: the check runs on the resolved name before any
 existence test, and the message echoes only what the user typed.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
@@ -24,6 +27,7 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _SYSTEM = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
 SYSTEM_DIRS = tuple({Path(p) for p in _SYSTEM} | {Path(p).resolve() for p in _SYSTEM})  # macOS: /etc -> /private/etc
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -37,6 +41,12 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def is_remote(client_host: str | None, headers: Mapping[str, str] | None = None) -> bool:
+    """A request from another machine: its address is not loopback, or a proxy forwarded it."""
+    names = {str(k).lower() for k in (headers or {}).keys()}
+    return any(h in names for h in PROXY_HEADERS) or not is_loopback(client_host)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -73,6 +83,7 @@ class PathPolicy:
     roots: list[Path] = field(default_factory=list)  # --data-root folders, resolved
     always: list[Path] = field(default_factory=list)  # the workspace's own folders
     allow_any: bool = False  # loopback without --data-root: any folder but the system ones
+    remote: bool = False  # this copy answers a request from another machine (for_request)
 
     @classmethod
     def for_server(cls, host: str | None, data_roots: Iterable[str | os.PathLike] = (),
@@ -86,6 +97,16 @@ class PathPolicy:
         always = [Path(w).expanduser().resolve() for w in workspace_dirs]
         return cls(roots=roots, always=always, allow_any=not roots and is_loopback(host))
 
+    def for_request(self, request: object | None) -> "PathPolicy":
+        """The policy for one web request (Gradio's gr.Request, or None for an in-process call): 'any
+        folder' holds only for a browser on this machine, never through a proxy or from the network."""
+        if not self.allow_any or request is None:
+            return self
+        host = getattr(getattr(request, "client", None), "host", None)
+        if is_remote(host, getattr(request, "headers", None)):
+            return dataclasses.replace(self, allow_any=False, remote=True)
+        return self
+
     @property
     def allowed(self) -> list[Path]:
         return self.roots + self.always
@@ -97,6 +118,9 @@ class PathPolicy:
         if self.roots:
             names = ", ".join(r.name or str(r) for r in self.roots)
             return f"the data folder(s) {names} (paths relative to them) and this app's own uploads"
+        if self.remote:
+            return ("server folders only from a browser on the server itself (it was started without "
+                    "--data-root); from here use the built-in demo or upload a zip")
         return ("no server folder: this server is reachable from the network and was started without "
                 "--data-root, so only the built-in demo and uploaded zips can be used")
 

@@ -153,13 +153,15 @@ def build_compare_tab(ctx: Any) -> None:
     jobs = gr.State({})
 
     @friendly
-    def on_start(*form):
+    def on_start(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr,
+                 ratio, seed, request: gr.Request):
         from medgan_ui.evaluate.experiment import run_experiment, validate
 
         ds = ctx.require_dataset()
-        cfg = config_from_form(*form)
-        cfg.init = checked_spec(ctx.paths, cfg.init, "ImageNet weights file")
-        for s in form[2] or []:
+        cfg = config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
+                               lr, ratio, seed)
+        cfg.init = checked_spec(ctx.paths.for_request(request), cfg.init, "ImageNet weights file")
+        for s in synth or []:
             plain_name(s, "synthetic run or set")  # workspace ids only, never a path
         validate(cfg, ctx.workspace, ds)  # bad input is shown now, not as a failed job later
 
@@ -183,14 +185,14 @@ def build_compare_tab(ctx: Any) -> None:
     stop.click(on_stop, [jobs], [status], queue=False, api_visibility="private")
 
     @friendly
-    def on_metrics(runs, ext, n, state):
+    def on_metrics(runs, ext, n, state, request: gr.Request):
         from medgan_ui.evaluate.gan_metrics import evaluate_gan
 
         ds = ctx.require_dataset()
         if not runs:
             raise UserError("choose at least one run or synthetic set")
         runs = [plain_name(r, "run or synthetic set") for r in runs]
-        ext = checked_spec(ctx.paths, (ext or "domain").strip(), "feature extractor weights file")
+        ext = checked_spec(ctx.paths.for_request(request), (ext or "domain").strip(), "feature extractor weights file")
 
         def job(on_progress, should_stop):
             out = evaluate_gan(ctx.workspace, ds, list(runs), extractor=ext, n=int(n),

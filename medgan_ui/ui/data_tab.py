@@ -265,11 +265,11 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
 
     source.change(on_source, source, [path, upload], queue=False, api_visibility="private")
 
-    def server_folder(p: str | None) -> tuple[Path, str]:
+    def server_folder(p: str | None, policy: PathPolicy) -> tuple[Path, str]:
         """(resolved folder, what the user calls it) for a typed server path, through the allow-list."""
         if not (p or "").strip():
             raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
-        return ctx.paths.resolve_existing(p, "data path"), p.strip()
+        return policy.resolve_existing(p, "data path"), p.strip()
 
     def unpacked(up: Any) -> tuple[Path, str]:
         return extract_zip(up, ctx.workspace.uploads), "the uploaded zip"
@@ -281,13 +281,13 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         return UserError(hide_paths(text, repl))
 
     @friendly
-    def on_read_columns(p: str, up: Any, name: str):
-        root, label = None, ""
+    def on_read_columns(p: str, up: Any, name: str, request: gr.Request):
+        root, label, policy = None, "", ctx.paths.for_request(request)
         try:
-            root, label = unpacked(up) if up is not None and not (p or "").strip() else server_folder(p)
+            root, label = unpacked(up) if up is not None and not (p or "").strip() else server_folder(p, policy)
             if root.is_file() and not name:
                 root, name = root.parent, root.name
-            cols = csv_columns(root, name, ctx.paths)
+            cols = csv_columns(root, name, policy)
         except (UserError, OSError) as exc:
             raise shown(exc, root, label) from None
         upd = gr.update(choices=cols)
@@ -298,17 +298,17 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
 
     @friendly
     def on_load(choice, p, up, fmt_name, size_px, fit_mode, csv_file, img_c, pat_c, gen_c, find_c, sep, find_cs,
-                progress=gr.Progress()):
+                request: gr.Request, progress=gr.Progress()):
         from medgan_ui.data.load import load_dataset
         from medgan_ui.data.readers.base import ReadOptions
 
         progress(0.05, desc="Reading images (a second load of the same data comes from the cache)")
-        root, label = None, ""
+        root, label, policy = None, "", ctx.paths.for_request(request)
         try:
             if choice == SOURCES[0]:
                 src = "demo"
             elif choice == SOURCES[1]:
-                root, label = server_folder(p)
+                root, label = server_folder(p, policy)
                 src = str(root)
             else:
                 if up is None:
@@ -317,7 +317,7 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
                 root, label = unpacked(up)
                 src = str(root)
             # a labels CSV is named inside the data folder; the reader gets the checked absolute path
-            csv_path = str(ctx.paths.resolve_csv(csv_file, root)) if csv_file and root is not None else None
+            csv_path = str(policy.resolve_csv(csv_file, root)) if csv_file and root is not None else None
             opts = ReadOptions(size=int(size_px), fit=fit_mode, csv=csv_path, image_column=img_c or None,
                                general_columns=list(gen_c or []), finding_column=find_c or None,
                                finding_separator=sep or "|", finding_columns=list(find_cs or []),

@@ -4,6 +4,7 @@ is not the protection, since Gradio exposes each handler as an endpoint.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import secrets
@@ -73,20 +74,21 @@ class AdminHandlers:
         self.check(token)
         return self.store.list_studies()
 
-    def create(self, token: str | None, **cfg: Any) -> dict[str, Any]:
+    def create(self, token: str | None, paths: PathPolicy | None = None, **cfg: Any) -> dict[str, Any]:
+        """`paths`: the allow-list for this request (PathPolicy.for_request); the server's by default."""
         self.check(token)
         from medgan_ui.study.design import StudyConfig, create_study
 
-        info = create_study(self.workspace, StudyConfig(**self._checked_sources(cfg)))
+        info = create_study(self.workspace, StudyConfig(**self._checked_sources(cfg, paths or self.paths)))
         return {"study_id": info.study_id, "access_code": info.access_code, "n_cases": info.n_cases, "counts": info.counts}
 
-    def _checked_sources(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def _checked_sources(self, cfg: dict[str, Any], paths: PathPolicy) -> dict[str, Any]:
         """Workspace names stay names (a synthetic set id becomes its folder); anything else is a server
         path and must pass the allow-list."""
         ws, out = self.workspace, dict(cfg)
         real = str(out.get("real") or "demo").strip()
         if real != "demo" and not (_plain(real) and (ws.datasets / real / "cache.npz").is_file()):
-            out["real"] = str(self.paths.resolve_existing(real, "real images"))
+            out["real"] = str(paths.resolve_existing(real, "real images"))
         syn = []
         for src in out.get("synthetic") or []:
             src = str(src).strip()
@@ -95,7 +97,7 @@ class AdminHandlers:
             elif _plain(src) and (ws.synthetic / src).is_dir():
                 syn.append(str(ws.synthetic / src))
             else:
-                syn.append(str(self.paths.resolve_existing(src, "synthetic set")))
+                syn.append(str(paths.resolve_existing(src, "synthetic set")))
         out["synthetic"] = syn
         return out
 
@@ -194,6 +196,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         return gr.update(choices=[(f"{s['name']} ({s['id']})", s["id"]) for s in rows], value=sel), table
 
     def guarded(fn):  # every UserError (bad token included) becomes a message, never a traceback
+        @functools.wraps(fn)  # Gradio reads fn's signature (on_create asks for the request)
         def run(*a: Any) -> Any:
             try:
                 return fn(*a)
@@ -234,9 +237,9 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         prog = _progress_rows(admin.progress(tok, sel)) if sel in [s["id"] for s in admin.studies(tok)] else []
         return dd, table, prog, ""
 
-    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed) -> tuple:
+    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, request: gr.Request) -> tuple:
         cls = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
-        res = admin.create(tok, name=name, real=real or "demo", part=None if part == "all" else part, synthetic=list(syn or []),
+        res = admin.create(tok, admin.paths.for_request(request), name=name, real=real or "demo", part=None if part == "all" else part, synthetic=list(syn or []),
                            classes=cls, real_per_class=int(nreal or 0), synthetic_per_class=int(nsyn or 0),
                            repeats=int(rep or 0), score_kind=score, seed=int(seed or 0))
         dd, table = studies_view(tok, res["study_id"])

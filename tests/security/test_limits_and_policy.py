@@ -43,6 +43,22 @@ def test_loopback_reads_any_folder_but_system_ones(tmp_path):
             policy.resolve(p)
 
 
+def test_any_folder_only_for_a_browser_on_this_machine(tmp_path):
+    from types import SimpleNamespace as NS
+
+    policy = PathPolicy.for_server("127.0.0.1", [], [])
+    local = NS(client=NS(host="127.0.0.1"), headers={"host": "127.0.0.1:7860"})
+    assert policy.for_request(local) is policy and policy.for_request(None) is policy
+    for remote in (NS(client=NS(host="10.0.0.7"), headers={}),
+                   NS(client=NS(host="127.0.0.1"), headers={"X-Forwarded-For": "10.0.0.7"}),
+                   NS(client=NS(host="127.0.0.1"), headers={"forwarded": "for=10.0.0.7"}),
+                   NS(client=None, headers={})):
+        with pytest.raises(UserError, match="browser on the server itself"):
+            policy.for_request(remote).resolve(str(tmp_path))
+    roots = PathPolicy.for_server("127.0.0.1", [tmp_path], [])  # with --data-root the request does not matter
+    assert roots.for_request(NS(client=NS(host="10.0.0.7"), headers={})).resolve(str(tmp_path)) == tmp_path.resolve()
+
+
 def test_data_roots_confine_paths_symlinks_included(tmp_path):
     data, outside = tmp_path / "data", tmp_path / "outside"
     (data / "set").mkdir(parents=True)

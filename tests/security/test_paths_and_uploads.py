@@ -165,7 +165,7 @@ def test_study_admin_folders(server):
     session = secrets.token_hex(8)
     fn = {d["id"]: d for d in gradio_config(server["url"])["dependencies"]}
     login = next(i for i, d in fn.items() if d["api_name"] == "on_login")
-    create = next(i for i, d in fn.items() if d["api_name"] == "run_2")  # the 'Create study' button
+    create = next(i for i, d in fn.items() if d["api_name"] == "on_create")
     assert gradio_call(server["url"], login, [SECRET], session)["success"]
     for p in attack_paths(server):
         for real, syn in ((p, []), ("demo", [p])):
@@ -173,6 +173,25 @@ def test_study_admin_folders(server):
             body = json.dumps(msg)
             assert all(leak not in body for leak in LEAKS)
             assert "outside the folders" in body, (p, body[:400])
+
+
+def test_loopback_without_data_root_serves_paths_only_to_this_machine(tmp_path):
+    """No --data-root on 127.0.0.1: the local browser may name folders (never /proc or /etc); a request
+    that came through a reverse proxy may not."""
+    class_folders(tmp_path / "local")
+    proc, url = start_server(tmp_path / "ws", SECRET, reader_only=False)
+    try:
+        fn = {d["api_name"]: d["id"] for d in gradio_config(url)["dependencies"]}
+        args = [str(tmp_path / "local"), None, ""]
+        assert gradio_call(url, fn["read_columns"], args)["success"]
+        proxied = gradio_call(url, fn["read_columns"], args, headers={"X-Forwarded-For": "10.1.2.3"})
+        assert proxied["success"] is False and "browser on the server itself" in proxied["output"]["error"]
+        for p in ("/proc/self/cmdline", "/etc/passwd", "/proc/self"):
+            msg = gradio_call(url, fn["read_columns"], [p, None, ""])
+            assert msg["success"] is False and "outside the folders" in msg["output"]["error"]
+            assert all(leak not in json.dumps(msg) for leak in LEAKS)
+    finally:
+        stop_server(proc)
 
 
 # ---- uploads --------------------------------------------------------------------------------------
