@@ -68,10 +68,15 @@ def relative_name(path: str | os.PathLike, root: str | os.PathLike | None) -> st
     return p.name
 
 
+def is_plain_name(name: str) -> bool:
+    """A bare file or folder name (checkpoint, run or set id): no folders, no '..', not hidden."""
+    return bool(name) and not any(c in name for c in "/\\\0") and not name.startswith(".")
+
+
 def plain_name(text: str | None, what: str) -> str:
-    """A bare file or folder name (checkpoint, id): no folders, no '..'."""
+    """`text` stripped, or a UserError when it is not a plain name."""
     name = (text or "").strip()
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith("."):
+    if not is_plain_name(name):
         raise UserError(f"{what} {text!r} is not a plain name: pick one from the list")
     return name
 

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui.errors import UserError
-from medgan_ui.security.paths import PathPolicy
+from medgan_ui.security.paths import PathPolicy, is_plain_name
 from medgan_ui.security.throttle import client_key, format_wait, login_throttle
 from medgan_ui.study import analysis
 from medgan_ui.study.store import StudyStore
@@ -87,14 +87,14 @@ class AdminHandlers:
         path and must pass the allow-list."""
         ws, out = self.workspace, dict(cfg)
         real = str(out.get("real") or "demo").strip()
-        if real != "demo" and not (_plain(real) and (ws.datasets / real / "cache.npz").is_file()):
+        if real != "demo" and not (is_plain_name(real) and (ws.datasets / real / "cache.npz").is_file()):
             out["real"] = str(paths.resolve_existing(real, "real images"))
         syn = []
         for src in out.get("synthetic") or []:
             src = str(src).strip()
-            if _plain(src) and (ws.runs / src).is_dir():
+            if is_plain_name(src) and (ws.runs / src).is_dir():
                 syn.append(src)
-            elif _plain(src) and (ws.synthetic / src).is_dir():
+            elif is_plain_name(src) and (ws.synthetic / src).is_dir():
                 syn.append(str(ws.synthetic / src))
             else:
                 syn.append(str(paths.resolve_existing(src, "synthetic set")))
@@ -127,10 +127,6 @@ class AdminHandlers:
         analysis.summary_figure(res, rows, out / "summary.png")
         return {"result": res, "turing_test": analysis.turing_test_block(res), "csv": str(out / "ratings.csv"),
                 "figure": str(out / "summary.png")}
-
-
-def _plain(name: str) -> bool:
-    return bool(name) and not any(c in name for c in "/\\\0") and not name.startswith(".")
 
 
 def _sources(workspace: Workspace) -> list[str]:
