@@ -133,7 +133,12 @@ class Workspace:
     """A folder holding datasets, runs, synthetic sets, experiments and studies."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
+        from medgan_ui.security.files import make_private_dir, restrict_new_files
+
+        restrict_new_files()  # every entry point (CLI, studio, reader server, jobs) opens a Workspace first
         self.root = Path(root or os.environ.get("MEDGAN_WORKSPACE") or DEFAULT_ROOT).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)
         for sub in ("datasets", "runs", "synthetic", "experiments"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 

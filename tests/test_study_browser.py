@@ -64,6 +64,10 @@ def test_two_readers_keyboard_progress_resume_and_admin(server):
         b = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         sign_in(a, base, "Dr Keyboard", info.access_code)
         sign_in(b, base, "Dr Mouse", info.access_code)
+        # the first sign-in shows the reader's personal code once
+        notice = a.inner_text("#rate-reader-code")
+        reader_code = re.search(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", notice).group(0)
+        assert "Your personal reader code" in notice
         assert progress(a) == (1, info.n_cases) and progress(b) == (1, info.n_cases)
         assert not a.get_by_label("Admin password").is_visible()  # readers see no admin control
         assert a.evaluate("() => document.querySelector('img.rate-img').naturalWidth") == 64
@@ -96,11 +100,23 @@ def test_two_readers_keyboard_progress_resume_and_admin(server):
         assert rows == {("Dr Keyboard", "synthetic", 4, "Effusion"), ("Dr Keyboard", "real", 2, "No Finding"),
                         ("Dr Keyboard", "synthetic", 5, "Effusion"), ("Dr Mouse", "synthetic", 3, "No Finding")}
 
-        # leave and come back: resume at the next unanswered case
+        # leave and come back in the same browser (it remembers the reader code): resume at the next unanswered case
+        ctx_a = a.context
         a.close()
-        a2 = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        a2 = ctx_a.new_page()
         sign_in(a2, base, "dr keyboard", info.access_code)
         assert progress(a2) == (4, info.n_cases)
+        # on another device the study code alone no longer opens that name; the reader code does
+        other = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        other.goto(base + "/")
+        other.get_by_label("Your name").fill("Dr Keyboard")
+        other.get_by_label("Access code").fill(info.access_code)
+        other.get_by_role("button", name="Start reading").click()
+        other.wait_for_selector("text=already taken", timeout=30000)
+        other.wait_for_timeout(1200)  # the back-off after that failed attempt
+        sign_in(other, base, "Dr Keyboard", reader_code)
+        assert progress(other) == (4, info.n_cases)
+        other.context.close()
 
         # the organiser's view
         adm = browser.new_context(viewport={"width": 1280, "height": 1400}).new_page()

@@ -83,7 +83,8 @@ def test_readers_through_the_reading_screen_handlers(server):
     def reader(i: int) -> None:
         session = f"ui-session-{i}"
         try:
-            out = fx.gradio_call(base, start, [f"ui reader {i}", code], session)
+            # name, code, and the reader codes this browser remembers (BrowserState: none yet)
+            out = fx.gradio_call(base, start, [f"ui reader {i}", code, None], session)
             assert out.get("success"), out
             for k in range(6):
                 # State inputs (token, case) are filled in by the server from this session, whatever is sent

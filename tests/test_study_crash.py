@@ -54,8 +54,9 @@ def test_kill_9_then_restart(tmp_path):
         stored = {x["case_id"] for x in store.ratings_rows(sid)}
         assert set(acked) <= stored  # nothing acknowledged was lost
         assert len(stored) <= len(acked) + 1  # at most the one in flight was committed without its reply
-        # the old session still works after the restart, and so does signing in again
-        for tok in (token, httpx.post(base2 + "/study/api/signin", json={"name": "dr crash", "code": code}).json()["token"]):
+        # the old session still works after the restart, and so does signing in again (with the reader code)
+        again = httpx.post(base2 + "/study/api/signin", json={"name": "dr crash", "code": code, "reader_code": r["reader_code"]})
+        for tok in (token, again.json()["token"]):
             nxt = httpx.get(base2 + "/study/api/next", headers={"Authorization": f"Bearer {tok}"}).json()
             order = store.reader(tok).order
             first_unanswered = next(c for c in order if c not in stored)

@@ -62,14 +62,16 @@ def test_rating_is_committed_before_the_next_case_is_returned(tmp_path):
 def test_resume_at_next_unanswered_in_own_order(tmp_path):
     store = StudyStore(tmp_path / "s.sqlite")
     sid, code = _study(store, n=12)
-    tok = store.sign_in("Ann", code).token
+    first = store.sign_in("Ann", code)
+    tok = first.token
     seen = []
     for _ in range(5):
         c = store.next_case(tok).case_id
         seen.append(c)
         store.rate(tok, c, "real", 3, "Nodule")
     store2 = StudyStore(tmp_path / "s.sqlite")  # as after a restart
-    tok2 = store2.sign_in("  ann ", code).token  # same reader: names compare case- and space-insensitively
+    # same reader: names compare case- and space-insensitively, and continuing needs the reader code
+    tok2 = store2.sign_in("  ann ", code, first.reader_code).token
     nxt = store2.next_case(tok2)
     assert nxt.answered == 5 and nxt.position == 6 and nxt.case_id not in seen
     assert store2.reader(tok2).order[:5] == seen
@@ -87,16 +89,17 @@ def test_codes_and_closed_studies(tmp_path):
         store.sign_in("   ", code)
     personal = store.add_reader(sid, "Dr Personal")
     assert store.sign_in("dr personal", personal).reader_name == "Dr Personal"
-    with pytest.raises(UserError, match="personal reader code"):
+    with pytest.raises(UserError, match="already taken"):
         store.sign_in("Dr Personal", code)  # the study code cannot take over a reader with a personal code
     with pytest.raises(UserError, match="another reader"):
         store.sign_in("Someone Else", personal)
-    tok = store.sign_in("Ann", code.lower().replace("-", " ")).token  # codes forgive case and separators
+    ann = store.sign_in("Ann", code.lower().replace("-", " "))  # codes forgive case and separators
+    tok = ann.token
     case = store.next_case(tok).case_id
     new = store.reset_access_code(sid)
     with pytest.raises(UserError):
         store.sign_in("Ann", code)
-    assert store.sign_in("Ann", new).reader_name == "Ann"
+    assert store.sign_in("Ann", new, ann.reader_code).reader_name == "Ann"
     store.set_status(sid, "closed")
     with pytest.raises(UserError, match="closed"):
         store.rate(tok, case, "real", 3, "Nodule")

@@ -10,7 +10,6 @@ results.json, results.csv, roc.png, confusion.png.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import re
@@ -28,6 +27,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
+from medgan_ui.security.csv_cells import csv_writer
 from medgan_ui.evaluate.train_classifier import TrainSettings, predict, train_classifier
 from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
 
@@ -317,10 +317,10 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
 
 def _write_predictions(path: Path, ds: ImageSet, targets: list[str], part: dict[str, np.ndarray], rec: dict) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv_writer(buf)  # patient ids and sources come from the user's data: no formulas
     w.writerow(["part", "index", "patient_id", "source", *[f"y_{t}" for t in targets], *[f"p_{t}" for t in targets]])
     for pname, y, p in (("val", rec["y_val"], rec["p_val"]), ("test", rec["y_test"], rec["p_test"])):
         for r, i in enumerate(part[pname]):
             w.writerow([pname, int(i), ds.patient_id[i], ds.source[i], *y[r].astype(int).tolist(),
-                        *[f"{v:.6g}" for v in p[r]]])
+                        *[float(f"{v:.6g}") for v in p[r]]])
     atomic_write_text(path, buf.getvalue())

@@ -7,7 +7,6 @@ confusion matrix summed over splits, and ROC points (per split and vertically av
 """
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import stats
+from medgan_ui.security.csv_cells import SafeDictWriter
 from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
 
 FPR_GRID = np.linspace(0, 1, 101)
@@ -114,7 +114,7 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     rows = table_rows(results)
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w = SafeDictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())

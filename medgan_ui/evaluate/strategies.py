@@ -17,7 +17,6 @@ Under/over-sampling and the augmentation itself live in medgan_ui.data.sampling.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from PIL import Image
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
+from medgan_ui.security.csv_cells import dict_rows
 from medgan_ui.workspace import Workspace, read_json
 
 BASE_STRATEGIES = ("none", "classic", "undersample", "oversample")
@@ -84,7 +84,7 @@ def open_source(ws: Workspace, ident: str, device: str | None = None) -> Synthet
                                {k: list(v) for k, v in s.general_values.items()}, list(s.findings), run=run)
     if (set_dir / "labels.csv").is_file():
         with open(set_dir / "labels.csv", newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            rows = list(dict_rows(fh))  # undoes the formula quoting of the writer
         if not rows:
             raise UserError(f"synthetic set {ident}: labels.csv has no rows")
         man = read_json(set_dir / "manifest.json") if (set_dir / "manifest.json").is_file() else {}

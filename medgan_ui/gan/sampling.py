@@ -7,7 +7,6 @@ patient identity.
 """
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 
 from medgan_ui.errors import UserError
 from medgan_ui.gan import checkpoint as ckpt
+from medgan_ui.security import csv_cells
 from medgan_ui.gan.base import LabelSchema
 from medgan_ui.gan.device import pick_device
 from medgan_ui.gan.grid import encode_labels, to_uint8
@@ -136,7 +136,7 @@ def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str) ->
                          "Finding Labels": "|".join(labels["findings"]) or "No Finding"})
             i += 1
     buf_csv = io.StringIO()
-    writer = csv.DictWriter(buf_csv, fieldnames=["file", *run.schema.general_names, "Finding Labels"])
+    writer = csv_cells.SafeDictWriter(buf_csv, fieldnames=["file", *run.schema.general_names, "Finding Labels"])
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(folder / "labels.csv", buf_csv.getvalue())

@@ -1,16 +1,16 @@
-"""Statistics of a visual Turing test, per reader and pooled.
+"""Statistics of a visual Turing test: the MRMC ROC analysis (`turing`), findings on real vs
+synthetic (`findings`), agreement between and within readers, and the exports.
 
 Conventions (stated in every output so a reader of the numbers can check them):
   * "synthetic" is the positive class: sensitivity = synthetic images called synthetic,
     specificity = real images called real.
-  * Reader ROC AUC needs one ordinal score per case where higher = "more synthetic":
-      - confidence studies: +c for a synthetic call with confidence c, -c for a real call
-        (a 10-level scale from "surely real" to "surely synthetic");
-      - realism studies (1 = clearly synthetic .. 5 = clearly real): -realism; the call is not used.
-  * Accuracy, AUC and finding accuracy use first readings only; repeated cases feed only the
+  * The rating is the reader's confidence that the image is synthetic, defined once in
+    `turing.turing_rating` (10 levels for confidence studies, 5 for realism studies).
+  * Accuracy, AUC and finding answers use first readings only; repeated cases feed only the
     intra-reader consistency numbers.
-  * The pooled binomial test treats every rating as independent, which ratings of the same case by
-    several readers are not; the per-reader tests are the ones to quote.
+  * No AUC pools readers' ratings (each reader has his or her own scale); the reader-averaged AUC
+    and its CI come from the Obuchowski-Rockette analysis. Accuracy against 0.5 is tested with the
+    exact binomial test only when real and synthetic cases are balanced.
 """
 from __future__ import annotations
 
@@ -24,19 +24,23 @@ from typing import Any
 
 import numpy as np
 
+from medgan_ui.security.csv_cells import SafeDictWriter
+from medgan_ui.study import turing
+from medgan_ui.study.findings import finding_stats
 from medgan_ui.study.store import StudyStore
 
 NO_FINDING = "No Finding"
-CSV_FIELDS = ["reader", "case_id", "truth", "source", "class", "findings", "repeat_of", "call", "score",
-              "finding", "finding_correct", "comment", "ms", "created", "updated"]
+# MRMC long format first (MRMCaov / iMRMC read these five plus time), then everything else we know.
+# truth 1 = synthetic; rating = turing.turing_rating; time in seconds. Real cases shared by several
+# generators appear once under each generator's treatment; rows with repeat_of are re-readings.
+CSV_FIELDS = ["reader", "treatment", "case", "truth", "rating", "time", "call", "score", "source", "class", "findings",
+              "finding", "finding_correct", "repeat_of", "comment", "created", "updated"]
 
 
 # ---- small, checkable building blocks --------------------------------------------------------------
 def signed_score(call: str, score: int, score_kind: str) -> float:
-    """One number per rating, higher = more synthetic (see module docstring)."""
-    if score_kind == "confidence":
-        return float(score) if call == "synthetic" else -float(score)
-    return -float(score)
+    """One number per rating, higher = more synthetic: turing.turing_rating (kept under its old name)."""
+    return float(turing.turing_rating(call, score, score_kind))
 
 
 def finding_correct(chosen: str | None, findings: list[str]) -> bool | None:
@@ -89,6 +93,8 @@ def call_stats(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
     tn = sum(t == c == "real" for t, c in zip(truth, calls))
     n_syn, n_real = truth.count("synthetic"), truth.count("real")
     out = _binom(k, len(rows))
+    if 2 * n_syn != len(rows):  # unbalanced: accuracy vs 0.5 tests nothing (all-"synthetic" scores n_syn/n)
+        out.update({"p_value": None, "binomial_note": "not tested: real and synthetic not balanced"})
     out.update({
         "sensitivity": tp / n_syn if n_syn else None,
         "specificity": tn / n_real if n_real else None,
@@ -166,7 +172,8 @@ def intra_reader(rows: list[dict[str, Any]], repeat_rows: list[dict[str, Any]]) 
 
 
 # ---- the whole analysis ------------------------------------------------------------------------------
-def analyze_rows(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
+def analyze_rows(rows: list[dict[str, Any]], score_kind: str, margin: float = turing.DEFAULT_MARGIN,
+                 classes: list[str] | None = None, n_perm: int = 2000) -> dict[str, Any]:
     firsts = [r for r in rows if not r.get("repeat_of")]
     repeats = [r for r in rows if r.get("repeat_of")]
     readers = sorted({r["reader"] for r in rows})
@@ -176,14 +183,23 @@ def analyze_rows(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
         sel = [r for r in firsts if r["labels"].get("source_name", r["truth"]) == src]
         per_source[src] = {"n": len(sel), "truth": sel[0]["truth"], "mean_score": float(np.mean([r["score"] for r in sel])),
                            "called_synthetic": sum(r["call"] == "synthetic" for r in sel) / len(sel)}
+    pooled = call_stats(firsts, score_kind) if firsts else None
+    if pooled:
+        pooled["auc"] = None  # readers' rating scales differ: see turing["auc"] for the reader-averaged AUC
+        pooled["p_value"] = None  # readers' calls on the same images are not independent: per-reader tests only
+        pooled["binomial_note"] = "not pooled over readers; see the per-reader tests and turing['auc']"
+    if classes is None:
+        classes = sorted({r["labels"].get("class") for r in firsts if r["labels"].get("class")})
     return {
         "score_kind": score_kind,
-        "conventions": {"positive": "synthetic",
-                        "auc_score": "+c synthetic call / -c real call" if score_kind == "confidence" else "-realism",
-                        "repeats": "used only for intra-reader consistency"},
+        "conventions": {"positive": "synthetic", "rating": turing._scale_text(score_kind),
+                        "repeats": "used only for intra-reader consistency",
+                        "pooled": "descriptive only; no pooled AUC (readers' scales differ)"},
         "n_ratings": len(rows), "n_readers": len(readers), "n_cases": len({r["case_id"] for r in firsts}),
+        "turing": turing.turing_analysis(rows, score_kind, margin, n_perm=n_perm),
+        "findings": finding_stats(rows, classes),
         "per_reader": per_reader,
-        "pooled": call_stats(firsts, score_kind) if firsts else None,
+        "pooled": pooled,
         "agreement_call": agreement(firsts, "call"),
         "agreement_finding": agreement(firsts, "finding"),
         "intra_reader": intra_reader(firsts, repeats),
@@ -193,109 +209,139 @@ def analyze_rows(rows: list[dict[str, Any]], score_kind: str) -> dict[str, Any]:
 
 def analyze(store: StudyStore, study_id: str) -> dict[str, Any]:
     study = store.study(study_id)
-    out = analyze_rows(store.ratings_rows(study_id), study["settings"].get("score_kind", "realism"))
+    settings = study["settings"]
+    out = analyze_rows(store.ratings_rows(study_id), settings.get("score_kind", "realism"),
+                       float(settings.get("equivalence_margin", turing.DEFAULT_MARGIN)), settings.get("findings"))
     out["study"] = {"id": study["id"], "name": study["name"], "status": study["status"]}
     return out
 
 
 def turing_test_block(result: dict[str, Any]) -> dict[str, Any]:
-    """Compact summary for a model card: readers, accuracy, AUC, agreement."""
-    pooled = result.get("pooled") or {}
+    """Compact summary for a model card: the conclusion, reader-averaged AUC, equivalence, agreement."""
+    t = result["turing"]
+    auc, eq = t.get("auc") or {}, t.get("equivalence") or {}
     return {
         "readers": result["n_readers"], "cases": result["n_cases"], "ratings": result["n_ratings"],
-        "accuracy": pooled.get("accuracy"), "accuracy_ci95": pooled.get("ci95"), "p_value_vs_chance": pooled.get("p_value"),
-        "auc": pooled.get("auc"), "sensitivity": pooled.get("sensitivity"), "specificity": pooled.get("specificity"),
-        "per_reader": [{"reader": k, "accuracy": v["accuracy"], "auc": v["auc"], "p_value": v["p_value"]}
-                       for k, v in result["per_reader"].items()],
+        "conclusion": t["conclusion"],
+        "auc": auc.get("estimate"), "auc_ci95": auc.get("ci95"), "p_value_vs_chance": auc.get("p_vs_chance"),
+        "auc_method": auc.get("method"),
+        "equivalence": {"margin": t["margin"], "ci90": eq.get("ci90"), "equivalent": eq.get("equivalent"), "p": eq.get("p")},
+        "balanced_accuracy": (t.get("balanced_accuracy") or {}).get("balanced_accuracy"),
+        "balanced_accuracy_p_perm": (t.get("balanced_accuracy") or {}).get("p_perm"),
+        "binomial": t.get("binomial"),
+        "accuracy": (result.get("pooled") or {}).get("accuracy"),
+        "sensitivity": (result.get("pooled") or {}).get("sensitivity"),
+        "specificity": (result.get("pooled") or {}).get("specificity"),
+        "per_reader": [{"reader": k, "auc": v["auc"], "auc_ci95": v["ci95"], "balanced_accuracy": v["balanced_accuracy"],
+                        "p_perm": v["p_perm"]} for k, v in (t.get("per_reader") or {}).items()],
+        "generators": (t.get("generators") or {}).get("conclusion"),
         "agreement": {"fleiss_kappa_call": result["agreement_call"]["fleiss_kappa"],
                       "mean_cohen_kappa_call": result["agreement_call"]["mean_cohen_kappa"],
                       "fleiss_kappa_finding": result["agreement_finding"]["fleiss_kappa"]},
-        "finding_accuracy": {k: v["accuracy"] for k, v in (pooled.get("finding_accuracy") or {}).items()},
+        "finding_recognition": {k: v.get("text") for k, v in result["findings"]["recognition"].items() if v.get("text")},
         "conventions": result["conventions"],
     }
 
 
+def analyze_mrmc_file(path: str | Path, cov_method: str = "DeLong", readers: str = "random", cases: str = "random",
+                      margin: float = turing.DEFAULT_MARGIN) -> dict[str, Any]:
+    """Any MRMC long-format CSV (ours or MRMCaov's): the OR analysis, every treatment against 0.5 with
+    equivalence, per-reader DeLong CIs. Turing wording only for our own exports (they have a `call` column)."""
+    from medgan_ui.study import mrmc
+
+    data = mrmc.read_mrmc_csv(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        ours = "call" in (next(csv.reader(fh), None) or [])
+    if readers == "random" and len(set(data.reader.tolist())) < 2:
+        readers = "fixed"
+    res = mrmc.or_analysis(data, cov_method, readers, cases)
+    res.pop("cov")
+    single = mrmc.single_reader(data)
+    per_t: dict[str, Any] = {}
+    for tr in res["treatments"]:
+        sel = data.treatment == tr
+        sub = mrmc.MRMCData(data.reader[sel], data.treatment[sel], data.case[sel], data.truth[sel], data.rating[sel])
+        n_pos, n_neg = len(set(sub.case[sub.truth == 1].tolist())), len(set(sub.case[sub.truth == 0].tolist()))
+        who = f"{len(set(sub.reader.tolist()))} readers, {n_pos} positive and {n_neg} negative cases"
+        block = turing.vs_chance(sub, margin, who, cov_method, readers, cases)
+        if not ours:
+            a = block["auc"]
+            eq = block["equivalence"]
+            block["conclusion"] = (f"Treatment {tr}: reader-averaged AUC {a['estimate']:.3f} (95% CI {a['ci95'][0]:.3f} to "
+                                   f"{a['ci95'][1]:.3f}, p = {a['p_vs_chance']:.4g} vs 0.5; equivalence to 0.5 within "
+                                   f"±{margin:g} {'shown' if eq['equivalent'] else 'not shown'}; {who}; {a['method']}).")
+        block.update({"margin": margin, "roc": turing.roc_curves(data, tr),
+                      "per_reader": {p["reader"]: {"auc": p["estimate"], "ci95": p["ci"], "se": p["se"]}
+                                     for p in single if p["treatment"] == str(tr)}})
+        per_t[str(tr)] = block
+    lines = [b["conclusion"] for b in per_t.values()]
+    if "test" in res:
+        t = res["test"]
+        lines.append(f"Equal AUC across treatments ({res['reader_type']} readers, {res['case_type']} cases, {cov_method}): "
+                     + (f"F = {t['F']:.3f}, df = {t['df1']}, {t['df2']:.2f}, p = {t['p']:.4g}." if t["statistic"] == "F"
+                        else f"X2 = {t['X2']:.3f}, df = {t['df']}, p = {t['p']:.4g}."))
+        lines += [f"{d['comparison']}: {d['estimate']:+.4f} (95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f}, p = {d['p']:.4g})"
+                  for d in res["differences"]]
+    return {"file": str(path), "or": res, "per_reader": single, "treatments": per_t, "conclusion": " ".join(lines),
+            "turing_wording": ours}
+
+
 # ---- exports ---------------------------------------------------------------------------------------------
-def ratings_csv(rows: list[dict[str, Any]]) -> str:
+def ratings_csv(rows: list[dict[str, Any]], score_kind: str = "realism") -> str:
+    """Every rating in the MRMC long format (see CSV_FIELDS); `medgan study analyze --mrmc-csv` reads it back."""
+    gens = sorted({turing.generator_of(r) for r in rows if r["truth"] == "synthetic"})
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = SafeDictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")  # reader text: no formulas
     w.writeheader()
     for r in rows:
         fc = finding_correct(r["finding"], r["labels"].get("findings", []))
-        w.writerow({**{k: r.get(k) for k in CSV_FIELDS if k in r}, "class": r["labels"].get("class"),
-                    "findings": "|".join(r["labels"].get("findings", [])), "repeat_of": r.get("repeat_of") or "",
-                    "finding_correct": "" if fc is None else int(fc), "finding": r["finding"] or ""})
+        row = {"reader": r["reader"], "case": r["case_id"], "truth": int(r["truth"] == "synthetic"),
+               "rating": turing.turing_rating(r["call"], r["score"], score_kind),
+               "time": "" if r.get("ms") is None else round(r["ms"] / 1000.0, 3), "call": r["call"], "score": r["score"],
+               "source": r["labels"].get("source_name", r["truth"]), "class": r["labels"].get("class"),
+               "findings": "|".join(r["labels"].get("findings", [])), "finding": r["finding"] or "",
+               "finding_correct": "" if fc is None else int(fc), "repeat_of": r.get("repeat_of") or "",
+               "comment": r.get("comment", ""), "created": r.get("created"), "updated": r.get("updated")}
+        for g in ([turing.generator_of(r)] if r["truth"] == "synthetic" else gens or ["none"]):
+            w.writerow({**row, "treatment": g})
     return buf.getvalue()
 
 
+SUMMARY_HEADERS = ["reader", "n", "AUC", "AUC 95% CI", "balanced acc.", "p (permutation)", "accuracy", "p (binomial)",
+                   "sensitivity", "specificity", "finding acc. real", "finding acc. synthetic", "median ms"]
+
+
 def summary_table(result: dict[str, Any]) -> list[list[Any]]:
-    """Rows for a UI table: reader, n, accuracy, p, sensitivity, specificity, AUC, finding acc real/synthetic."""
+    """Rows for a UI table: one per reader, then '(pooled)': the OR reader-averaged AUC with its CI, the
+    balanced accuracy over all readers, and the pooled descriptives (no pooled AUC: scales differ)."""
     def fmt(x: Any, nd: int = 3) -> Any:
         return None if x is None else round(float(x), nd)
 
+    def ci(c: list[float] | None) -> str | None:
+        return None if not c else f"{c[0]:.3f} to {c[1]:.3f}"
+
+    tur = result["turing"].get("per_reader") or {}
     out = []
-    for name, s in list(result["per_reader"].items()) + ([("(pooled)", result["pooled"])] if result.get("pooled") else []):
-        fa = s["finding_accuracy"]
-        out.append([name, s["n"], fmt(s["accuracy"]), fmt(s["p_value"], 4), fmt(s["sensitivity"]), fmt(s["specificity"]),
-                    fmt(s["auc"]), fmt(fa["real"]["accuracy"]), fmt(fa["synthetic"]["accuracy"]), fmt(s["median_ms"], 0)])
+    for name, s in result["per_reader"].items():
+        t, fa = tur.get(name, {}), s["finding_accuracy"]
+        out.append([name, s["n"], fmt(t.get("auc")), ci(t.get("ci95")), fmt(t.get("balanced_accuracy")), fmt(t.get("p_perm"), 4),
+                    fmt(s["accuracy"]), fmt(s["p_value"], 4), fmt(s["sensitivity"]), fmt(s["specificity"]),
+                    fmt(fa["real"]["accuracy"]), fmt(fa["synthetic"]["accuracy"]), fmt(s["median_ms"], 0)])
+    auc, ba, pooled = result["turing"].get("auc"), result["turing"].get("balanced_accuracy") or {}, result.get("pooled")
+    if pooled:
+        fa = pooled["finding_accuracy"]
+        out.append(["(pooled)", pooled["n"], fmt(auc and auc["estimate"]), ci(auc and auc["ci95"]),
+                    fmt(ba.get("balanced_accuracy")), fmt(ba.get("p_perm"), 4), fmt(pooled["accuracy"]), None,
+                    fmt(pooled["sensitivity"]), fmt(pooled["specificity"]), fmt(fa["real"]["accuracy"]),
+                    fmt(fa["synthetic"]["accuracy"]), fmt(pooled["median_ms"], 0)])
     return out
 
 
-SUMMARY_HEADERS = ["reader", "n", "accuracy", "p (vs 50%)", "sensitivity", "specificity", "AUC",
-                   "finding acc. real", "finding acc. synthetic", "median ms"]
-
-
 def summary_figure(result: dict[str, Any], rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Accuracy with 95% CIs vs chance, ROC per reader, finding accuracy real vs synthetic, score by source."""
-    import matplotlib
+    """ROC per reader with the reader average, forest plot of reader AUCs, finding recognition (PNG)."""
+    from medgan_ui.study import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    from medgan_ui.workspace import atomic_write_bytes
-
-    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
-    names = list(result["per_reader"]) + (["pooled"] if result.get("pooled") else [])
-    stats = list(result["per_reader"].values()) + ([result["pooled"]] if result.get("pooled") else [])
-    acc = [s["accuracy"] or 0 for s in stats]
-    err = np.array([[a - s["ci95"][0], s["ci95"][1] - a] if s["ci95"] else [0, 0] for a, s in zip(acc, stats)]).T
-    ax[0, 0].bar(names, acc, yerr=err if len(acc) else None, color="#4C72B0", capsize=4)
-    ax[0, 0].axhline(0.5, color="k", ls="--", lw=1, label="chance")
-    ax[0, 0].set_ylim(0, 1)
-    ax[0, 0].set_title("Real vs synthetic accuracy (95% CI)")
-    ax[0, 0].legend()
-    firsts = [r for r in rows if not r.get("repeat_of")]
-    for name in result["per_reader"]:
-        sel = [r for r in firsts if r["reader"] == name]
-        y = [r["truth"] == "synthetic" for r in sel]
-        if len(set(y)) == 2:
-            fpr, tpr, _ = roc_curve(y, [signed_score(r["call"], r["score"], result["score_kind"]) for r in sel])
-            ax[0, 1].plot(fpr, tpr, label=f"{name} (AUC {result['per_reader'][name]['auc']:.2f})")
-    ax[0, 1].plot([0, 1], [0, 1], "k--", lw=1)
-    ax[0, 1].set_xlabel("1 - specificity (real called synthetic)")
-    ax[0, 1].set_ylabel("sensitivity (synthetic called synthetic)")
-    ax[0, 1].set_title("Reader ROC")
-    if result["per_reader"]:
-        ax[0, 1].legend(fontsize=8)
-    x = np.arange(len(names))
-    for off, kind, col in ((-0.2, "real", "#55A868"), (0.2, "synthetic", "#C44E52")):
-        vals = [s["finding_accuracy"][kind]["accuracy"] or 0 for s in stats]
-        ax[1, 0].bar(x + off, vals, width=0.4, label=kind, color=col)
-    ax[1, 0].set_xticks(x, names)
-    ax[1, 0].set_ylim(0, 1)
-    ax[1, 0].set_title("Finding accuracy: real vs synthetic")
-    ax[1, 0].legend()
-    src = result["per_source"]
-    ax[1, 1].bar(list(src), [v["mean_score"] for v in src.values()], color="#8172B2")
-    ax[1, 1].set_ylim(0, 5)
-    ax[1, 1].set_title(f"Mean {result['score_kind']} score per source")
-    ax[1, 1].tick_params(axis="x", labelrotation=15, labelsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return figures.save_png(figures.summary_figure(result, rows), path)
 
 
 def to_json(result: dict[str, Any]) -> str:

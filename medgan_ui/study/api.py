@@ -3,7 +3,7 @@
 Mounted on the app's FastAPI instance (before Gradio is mounted at "/"), so image URLs never expose
 a file path and a script or a reader's browser can use the same small JSON API:
 
-    POST /study/api/signin  {"name", "code"}                         -> token, image_key, study, next
+    POST /study/api/signin  {"name", "code", "reader_code"?}         -> token, image_key, reader_code, study, next
     GET  /study/api/next    Authorization: Bearer <token>             -> next
     POST /study/api/rate    Authorization: Bearer <token>, {"case", "call", "score", "finding", "comment"}
                                                                       -> saved (after COMMIT), next
@@ -12,16 +12,47 @@ a file path and a script or a reader's browser can use the same small JSON API:
 `next` is {"case", "position", "answered", "total", "image_url"}; nothing here ever carries truth,
 labels, other readers or admin data. Every failure of a code, token or key answers the same way, so
 the API cannot be used to probe which studies or cases exist.
+
+A reader's first sign-in (name + study code) issues a personal reader code, returned once as
+`reader_code`; signing in again under that name needs it (as `code`, or as `reader_code` next to the
+study code). Failed sign-ins (wrong study code or reader code) are logged and back off per client
+address (security.throttle): 429 with Retry-After while a client must wait.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from medgan_ui.errors import UserError
-from medgan_ui.study.store import NextCase, Session, StudyStore, image_key_for
+from medgan_ui.security.throttle import Throttle
+from medgan_ui.study.store import CredentialError, NextCase, Session, StudyStore, image_key_for
 from medgan_ui.workspace import Workspace
 
 PREFIX = "/study"
+log = logging.getLogger("medgan_ui.study")
+# one per process, shared by the JSON route and the Gradio sign-in form (same guesses, same budget)
+SIGNIN_THROTTLE = Throttle("study sign-in")
+
+
+def throttled_sign_in(store: StudyStore, client: str, name: str, code: str, reader_code: str | None = None) -> Session:
+    """store.sign_in behind the per-client back-off; raises SignInThrottled while the client must wait."""
+    refusal = SIGNIN_THROTTLE.refusal(client)
+    if refusal:
+        raise SignInThrottled(refusal, SIGNIN_THROTTLE.retry_after(client))
+    try:
+        sess = store.sign_in(name, code, reader_code)
+    except CredentialError as exc:
+        log.warning("study sign-in refused from %s: %s", client, exc)  # names the reader, never a code
+        SIGNIN_THROTTLE.failure(client)  # logs the client address and the wait now imposed
+        raise
+    SIGNIN_THROTTLE.success(client)
+    return sess
+
+
+class SignInThrottled(UserError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def image_url(case_id: str, image_key: str, prefix: str = PREFIX) -> str:
@@ -36,7 +67,7 @@ def next_payload(nxt: NextCase, image_key: str, prefix: str = PREFIX) -> dict[st
 
 def signin_payload(store: StudyStore, sess: Session, prefix: str = PREFIX) -> dict[str, Any]:
     rv = store.reader(sess.token)
-    return {"token": sess.token, "image_key": sess.image_key, "reader": rv.reader_name,
+    return {"token": sess.token, "image_key": sess.image_key, "reader": rv.reader_name, "reader_code": sess.reader_code,
             "study": {"name": rv.study_name, "findings": rv.findings, "score_kind": rv.score_kind,
                       "ask_finding": rv.ask_finding},
             "next": next_payload(store.next_case(sess.token), sess.image_key, prefix)}
@@ -66,10 +97,12 @@ def mount_study_routes(app: Any, workspace: Workspace, prefix: str = PREFIX) -> 
     """
     if hasattr(app, "get_blocks"):
         protect_study_files(app.get_blocks(), workspace)
-    from fastapi import Header, HTTPException, Query
+    from fastapi import Header, HTTPException, Query, Request
     from fastapi.responses import JSONResponse, Response
 
-    store = StudyStore(workspace.studies_db)
+    from medgan_ui.security.throttle import client_key
+
+    store = StudyStore(workspace.studies_db)  # logs the start-up check; DatabaseDamaged stops the server starting
 
     def bearer(authorization: str | None) -> str:
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -80,13 +113,20 @@ def mount_study_routes(app: Any, workspace: Workspace, prefix: str = PREFIX) -> 
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     # plain `def` handlers: FastAPI runs them in its thread pool, each thread with its own connection
-    @app.post(f"{prefix}/api/signin")
-    def signin(body: dict[str, Any]) -> Any:
+    def signin(body: dict[str, Any], request: Request) -> Any:
         try:
-            sess = store.sign_in(str(body.get("name", "")), str(body.get("code", "")))
+            sess = throttled_sign_in(store, client_key(request), str(body.get("name", "")), str(body.get("code", "")),
+                                     str(body.get("reader_code") or "") or None)
+        except SignInThrottled as exc:
+            return JSONResponse({"error": str(exc)}, status_code=429,
+                                headers={"Retry-After": str(max(1, round(exc.retry_after)))})
         except UserError as exc:
             return fail(exc, 401)
         return signin_payload(store, sess, prefix)
+
+    # real classes, not the strings `from __future__ import annotations` leaves (Request is imported locally)
+    signin.__annotations__.update(body=dict[str, Any], request=Request)
+    app.post(f"{prefix}/api/signin")(signin)
 
     @app.get(f"{prefix}/api/next")
     def next_case(authorization: str | None = Header(default=None)) -> Any:

@@ -8,10 +8,9 @@ follow image content (GAN noise compresses differently from real film grain) and
 """
 from __future__ import annotations
 
-import csv
 import io
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from PIL import Image
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.preprocess import prepare_array
 from medgan_ui.errors import UserError
+from medgan_ui.security.csv_cells import dict_rows
+from medgan_ui.study.sample_size import study_size_advice
 from medgan_ui.study.store import SCORE_KINDS, CaseInput, StudyStore
 from medgan_ui.workspace import Workspace
 
@@ -37,13 +38,15 @@ class StudyConfig:
     classes: list[str] | None = None  # finding classes; None = every finding present (+ No Finding)
     include_no_finding: bool = True
     real_per_class: int = 10
-    synthetic_per_class: int = 10  # in total per class, shared evenly between the synthetic sources
+    synthetic_per_class: int | None = None  # in total per class, shared evenly between sources; None = real_per_class (balanced)
     match_labels: bool = True  # synthetic cases copy the general labels (sex, view) of real cases of the class
     repeats: int = 0  # cases shown twice, for intra-reader consistency
     score_kind: str = "realism"  # realism: 1 = clearly synthetic .. 5 = clearly real; confidence: 1..5 in the call
     ask_finding: bool = True
     seed: int = 0
     size: int | None = None  # study image size; None = the real set's size
+    equivalence_margin: float = 0.1  # AUC margin around 0.5 for "indistinguishable" (fixed before any rating)
+    planned_readers: int = 5  # for the size advice shown at creation
 
 
 @dataclass
@@ -52,6 +55,8 @@ class StudyInfo:
     access_code: str
     n_cases: int
     counts: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    size_advice: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +128,7 @@ def read_synthetic_folder(folder: str | Path) -> list[Item]:
     if not csv_path.is_file():
         raise UserError(f"{folder}: no labels.csv; a synthetic set folder needs images plus labels.csv (as `medgan sample` writes)")
     with open(csv_path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = list(dict_rows(fh))  # undoes the formula quoting of the writer
     if not rows:
         raise UserError(f"{csv_path}: no rows")
     cols = list(rows[0].keys())
@@ -206,8 +211,12 @@ def create_study(workspace: Workspace, cfg: StudyConfig, real: ImageSet | None =
     """
     if cfg.score_kind not in SCORE_KINDS:
         raise UserError(f"score must be one of {SCORE_KINDS}, got {cfg.score_kind!r}")
+    if cfg.synthetic_per_class is None:
+        cfg = replace(cfg, synthetic_per_class=cfg.real_per_class)  # balanced by default
     if cfg.real_per_class < 0 or cfg.synthetic_per_class < 0 or cfg.repeats < 0:
         raise UserError("per-class numbers and repeats must be 0 or more")
+    if not 0 < float(cfg.equivalence_margin) < 0.5:
+        raise UserError(f"equivalence margin must be between 0 and 0.5 AUC (e.g. 0.1), got {cfg.equivalence_margin}")
     rng = random.Random(cfg.seed)
     real_set = real if real is not None else load_real(workspace, cfg)
     size = cfg.size or real_set.size
@@ -250,6 +259,7 @@ def create_study(workspace: Workspace, cfg: StudyConfig, real: ImageSet | None =
             used_idx.update(idx)
             chosen_syn += [(cls, syn_pool[i]) for i in idx]
 
+    warnings = balance_warnings(cfg, sources)
     cases: list[CaseInput] = []
     for truth, chosen in (("real", chosen_real), ("synthetic", chosen_syn)):
         for cls, it in chosen:
@@ -264,10 +274,27 @@ def create_study(workspace: Workspace, cfg: StudyConfig, real: ImageSet | None =
     counts = {"real": len(chosen_real), "synthetic": len(chosen_syn), "repeats": cfg.repeats, "classes": classes,
               "per_class": {c: {"real": sum(1 for k, _ in chosen_real if k == c), "synthetic": sum(1 for k, _ in chosen_syn if k == c)} for c in classes}}
     options = [c for c in classes if c != NO_FINDING] + ([NO_FINDING] if NO_FINDING in classes else [])
+    advice = study_size_advice(len(chosen_real), len(chosen_syn), float(cfg.equivalence_margin),
+                               planned_readers=max(2, int(cfg.planned_readers)))
+    advice = {k: v for k, v in advice.items() if k not in ("readers", "power_detect", "power_equivalence")}
     settings = {"findings": options, "score_kind": cfg.score_kind, "ask_finding": bool(cfg.ask_finding and len(options) > 1),
-                "seed": cfg.seed, "size": size, "design": asdict(cfg), "counts": counts}
+                "seed": cfg.seed, "size": size, "design": asdict(cfg), "counts": counts,
+                "equivalence_margin": float(cfg.equivalence_margin), "warnings": warnings, "size_advice": advice}
     study_id, code = StudyStore(workspace.studies_db).create_study(cfg.name, settings, cases)
-    return StudyInfo(study_id, code, len(cases), counts)
+    return StudyInfo(study_id, code, len(cases), counts, warnings, advice)
+
+
+def balance_warnings(cfg: StudyConfig, sources: list[str]) -> list[str]:
+    """What keeps the study from being balanced (real = synthetic per class, generators equal)."""
+    out = []
+    if cfg.synthetic_per_class != cfg.real_per_class:
+        out.append(f"not balanced: {cfg.real_per_class} real vs {cfg.synthetic_per_class} synthetic images per class. "
+                   "The AUC analysis is unaffected, but accuracy against 50% means nothing and its binomial test is not reported; "
+                   "give the same number for both to balance.")
+    if len(sources) > 1 and cfg.synthetic_per_class % len(sources):
+        out.append(f"{cfg.synthetic_per_class} synthetic images per class do not split evenly between {len(sources)} generators; "
+                   f"use a multiple of {len(sources)} so each generator gets as many images.")
+    return out
 
 
 def _synthetic_pool(workspace: Workspace, src: str) -> list[Item]:

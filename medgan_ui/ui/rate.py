@@ -18,14 +18,16 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui.errors import UserError
-from medgan_ui.study.api import PREFIX, image_url, mount_study_routes  # noqa: F401  (re-exported for the app)
-from medgan_ui.study.store import NextCase, StudyStore, image_key_for
+from medgan_ui.security.throttle import client_key
+from medgan_ui.study.api import PREFIX, image_url, mount_study_routes, throttled_sign_in  # noqa: F401
+from medgan_ui.study.store import MAX_READER_NAME_CHARS, NextCase, StudyStore, image_key_for, normalise_name
 from medgan_ui.workspace import Workspace
 
 SCORE_LABELS = {
     "realism": "How realistic? 1 = clearly synthetic … 5 = clearly real  (keys 1–5)",
     "confidence": "How confident are you in your call? 1 = guessing … 5 = certain  (keys 1–5)",
 }
+MAX_REMEMBERED_CODES = 20  # reader codes one browser keeps (a shared reading-room PC serves several readers)
 FINDING_KEYS = "abcdefghijklmnopq"  # r and s are taken by real/synthetic, so findings stop before them
 
 # Installed once per page by the image component: shortcut keys click the radio buttons and the submit
@@ -79,6 +81,7 @@ class ReaderScreen:
     score_label: str
     ask_finding: bool
     case_id: str | None = None  # kept in server-side State only; the page sees it just inside the image URL
+    reader_code: str | None = None  # issued at this reader's first sign-in: shown once, kept in the browser
 
 
 class ReaderHandlers:
@@ -87,9 +90,11 @@ class ReaderHandlers:
     def __init__(self, store: StudyStore, prefix: str = PREFIX) -> None:
         self.store, self.prefix = store, prefix
 
-    def sign_in(self, name: str, code: str) -> tuple[str, ReaderScreen]:
-        sess = self.store.sign_in(name, code)
-        return sess.token, self.screen(sess.token)
+    def sign_in(self, name: str, code: str, reader_code: str | None = None, client: str = "unknown") -> tuple[str, ReaderScreen]:
+        sess = throttled_sign_in(self.store, client, name, code, reader_code)
+        scr = self.screen(sess.token)
+        scr.reader_code = sess.reader_code
+        return sess.token, scr
 
     def screen(self, token: str) -> ReaderScreen:
         rv = self.store.reader(token)
@@ -139,13 +144,17 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
 
     with gr.Column(visible=True) as signin_col:
         gr.Markdown("### Visual Turing test\nSign in with your name and the access code you were given. "
-                    "You can leave at any time and continue later with the same name and code.")
-        name = gr.Textbox(label="Your name", max_length=100)
-        code = gr.Textbox(label="Access code", placeholder="XXXX-XXXX-XXXX", max_length=40)
+                    "At your first sign-in you get a personal reader code: this browser remembers it, and on "
+                    "another device you continue by entering your name and that reader code as the access code.")
+        name = gr.Textbox(label="Your name", max_length=MAX_READER_NAME_CHARS)
+        code = gr.Textbox(label="Access code (or your reader code)", placeholder="XXXX-XXXX-XXXX", max_length=40)
+        # reader codes this browser was given, by name (encrypted with a key kept in the study database)
+        codes = gr.BrowserState({}, storage_key="medgan-reader-codes", secret=store.browser_key())
         start = gr.Button("Start reading", variant="primary")
         signin_msg = gr.Markdown()
 
     with gr.Column(visible=False, elem_id="rate-reader") as read_col:
+        code_notice = gr.Markdown(elem_id="rate-reader-code")
         header = gr.Markdown()
         with gr.Row():
             with gr.Column(scale=3):
@@ -180,12 +189,22 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
     outputs = [token, case_id, signin_col, read_col, done_col, header, image, done_md, call, score, finding,
                comment, msg, signin_msg]
 
-    def on_signin(n: str, c: str) -> tuple:
+    def on_signin(n: str, c: str, known: dict | None, request: gr.Request) -> tuple:
+        known = dict(known or {}) if isinstance(known, dict) else {}
+        key = normalise_name(n).lower()
         try:
-            tok, scr = reader.sign_in(n, c)
+            tok, scr = reader.sign_in(n, c, known.get(key), client_key(request))
         except UserError as exc:
-            return (gr.update(),) * (len(outputs) - 1) + (f"**{html.escape(str(exc))}**",)
-        return show(tok, scr)
+            return (gr.update(),) * (len(outputs) - 1) + (f"**{html.escape(str(exc))}**", gr.update(), gr.update())
+        notice = ""
+        if scr.reader_code:
+            known.pop(key, None)
+            known[key] = scr.reader_code
+            known = dict(list(known.items())[-MAX_REMEMBERED_CODES:])
+            notice = (f"**Your personal reader code: `{scr.reader_code}`** — write it down. This browser remembers it; "
+                      "on another device, sign in with your name and this code as the access code. "
+                      "Nobody can answer under your name without it.")
+        return show(tok, scr) + (notice, known)
 
     def on_submit(tok: str | None, case: str | None, cl: str | None, sc: str | None, fi: str | None, co: str | None) -> tuple:
         try:
@@ -195,8 +214,8 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
             return keep + (f"**{html.escape(str(exc))}**", gr.update())
         return show(tok or "", scr)
 
-    start.click(on_signin, [name, code], outputs, api_visibility="private")
-    code.submit(on_signin, [name, code], outputs, api_visibility="private")
+    start.click(on_signin, [name, code, codes], outputs + [code_notice, codes], api_visibility="private")
+    code.submit(on_signin, [name, code, codes], outputs + [code_notice, codes], api_visibility="private")
     submit.click(on_submit, [token, case_id, call, score, finding, comment], outputs, api_visibility="private")
     bright.input(None, [bright, contrast], None, js=WL_JS)
     contrast.input(None, [bright, contrast], None, js=WL_JS)

@@ -80,7 +80,8 @@ class AdminHandlers:
         from medgan_ui.study.design import StudyConfig, create_study
 
         info = create_study(self.workspace, StudyConfig(**self._checked_sources(cfg, paths or self.paths)))
-        return {"study_id": info.study_id, "access_code": info.access_code, "n_cases": info.n_cases, "counts": info.counts}
+        return {"study_id": info.study_id, "access_code": info.access_code, "n_cases": info.n_cases, "counts": info.counts,
+                "warnings": info.warnings, "size_advice": info.size_advice.get("text", "")}
 
     def _checked_sources(self, cfg: dict[str, Any], paths: PathPolicy) -> dict[str, Any]:
         """Workspace names stay names (a synthetic set id becomes its folder); anything else is a server
@@ -113,20 +114,47 @@ class AdminHandlers:
         self.check(token)
         return self.store.add_reader(study_id, name)
 
+    def reset_reader(self, token: str | None, study_id: str, name: str) -> str:
+        self.check(token)
+        return self.store.reset_reader(study_id, name)
+
     def progress(self, token: str | None, study_id: str) -> list[dict[str, Any]]:
         self.check(token)
         return self.store.progress(study_id)
 
     def results(self, token: str | None, study_id: str) -> dict[str, Any]:
-        """Analysis, turing_test block, and a folder with ratings.csv and summary.png for download."""
+        """Analysis, turing_test block, and a folder with the MRMC ratings CSV and the figures."""
+        from medgan_ui.study import figures
+
         self.check(token)
         rows = self.store.ratings_rows(study_id)
         res = analysis.analyze(self.store, study_id)
+        kind = self.store.study(study_id)["settings"].get("score_kind", "realism")
         out = Path(tempfile.mkdtemp(prefix="medgan-study-"))
-        (out / "ratings.csv").write_text(analysis.ratings_csv(rows), encoding="utf-8")
+        (out / "ratings.csv").write_text(analysis.ratings_csv(rows, kind), encoding="utf-8")
         analysis.summary_figure(res, rows, out / "summary.png")
+        figures.save_png(figures.roc_figure(res), out / "roc.png")
+        figures.save_png(figures.forest_figure(res), out / "forest.png")
         return {"result": res, "turing_test": analysis.turing_test_block(res), "csv": str(out / "ratings.csv"),
-                "figure": str(out / "summary.png")}
+                "figure": str(out / "summary.png"), "roc": str(out / "roc.png"), "forest": str(out / "forest.png"),
+                "conclusion": conclusion_markdown(res)}
+
+
+def conclusion_markdown(res: dict[str, Any]) -> str:
+    """The plain conclusion first, then generators and findings, escaped (names come from users)."""
+    t = res["turing"]
+    parts = [f"### Conclusion\n{html.escape(t['conclusion'])}"]
+    if t.get("generators"):
+        parts.append(f"**Generators.** {html.escape(t['generators']['conclusion'])}")
+    ba = t.get("balanced_accuracy") or {}
+    if ba.get("balanced_accuracy") is not None:
+        parts.append(f"Balanced accuracy {ba['balanced_accuracy']:.3f} (permutation p = {ba['p_perm']:.4f}).")
+    recs = [html.escape(r["text"]) for r in res["findings"]["recognition"].values() if r.get("text")]
+    if recs:
+        parts.append("**Findings.** " + " ".join(recs))
+    parts.append(f"<small>Rating scale: {html.escape(t['rating_scale'])}. Equivalence margin ±{t['margin']:g} AUC, "
+                 "fixed when the study was created.</small>")
+    return "\n\n".join(parts)
 
 
 def _sources(workspace: Workspace) -> list[str]:
@@ -149,6 +177,9 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         login_btn = gr.Button("Sign in", variant="primary", scale=1)
     login_msg = gr.Markdown()
     with gr.Column(visible=False) as panel:
+        from medgan_ui.study import integrity
+
+        gr.Markdown("Database check at start-up: " + html.escape(integrity.report_line(Path(store.path), store.integrity)))
         with gr.Row():
             study = gr.Dropdown([], label="Study", scale=4)
             refresh = gr.Button("Refresh", scale=1)
@@ -167,6 +198,9 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
                 c_rep = gr.Number(label="Repeated cases", value=0, precision=0)
                 c_score = gr.Radio(["realism", "confidence"], value="realism", label="Score")
                 c_seed = gr.Number(label="Seed", value=0, precision=0)
+                c_margin = gr.Number(label="Equivalence margin (AUC)", value=0.1, minimum=0.01, maximum=0.49,
+                                     info="'indistinguishable' = reader-averaged AUC within 0.5 ± this")
+                c_readers = gr.Number(label="Readers planned", value=5, precision=0, info="for the size advice")
             create_btn = gr.Button("Create study", variant="primary")
         with gr.Row():
             close_btn = gr.Button("Close study")
@@ -174,14 +208,19 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
             code_btn = gr.Button("New access code")
             r_name = gr.Textbox(label="Reader name", scale=2)
             reader_btn = gr.Button("Issue reader code")
+            reset_btn = gr.Button("Reset reader code")
         action_msg = gr.Markdown()
         progress_tbl = gr.Dataframe(headers=["reader", "answered", "total", "personal code", "last answer"], interactive=False)
         results_btn = gr.Button("Show results")
+        conclusion = gr.Markdown(elem_id="study-conclusion")
         results_tbl = gr.Dataframe(headers=analysis.SUMMARY_HEADERS, interactive=False)
+        with gr.Row():
+            roc_img = gr.Image(label="ROC per reader and reader-averaged", type="filepath", interactive=False, elem_id="study-roc")
+            forest_img = gr.Image(label="Per-reader AUC (forest plot)", type="filepath", interactive=False, elem_id="study-forest")
         with gr.Row():
             figure = gr.Image(label="Summary", type="filepath", interactive=False)
             with gr.Column():
-                csv_file = gr.File(label="All ratings (CSV)")
+                csv_file = gr.File(label="All ratings (CSV, MRMC long format: reader, treatment, case, truth, rating, time)")
                 tt_json = gr.JSON(label="turing_test block (for a model card)")
 
     def studies_view(tok: str | None, selected: str | None = None) -> tuple:
@@ -233,14 +272,19 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         prog = _progress_rows(admin.progress(tok, sel)) if sel in [s["id"] for s in admin.studies(tok)] else []
         return dd, table, prog, ""
 
-    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, request: gr.Request) -> tuple:
+    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, margin, readers,
+                  request: gr.Request) -> tuple:
         cls = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
-        res = admin.create(tok, admin.paths.for_request(request), name=name, real=real or "demo", part=None if part == "all" else part, synthetic=list(syn or []),
+        res = admin.create(tok, admin.paths.for_request(request), name=name, real=real or "demo",
+                           part=None if part == "all" else part, synthetic=list(syn or []),
                            classes=cls, real_per_class=int(nreal or 0), synthetic_per_class=int(nsyn or 0),
-                           repeats=int(rep or 0), score_kind=score, seed=int(seed or 0))
+                           repeats=int(rep or 0), score_kind=score, seed=int(seed or 0),
+                           equivalence_margin=float(margin if margin is not None else 0.1), planned_readers=int(readers or 5))
         dd, table = studies_view(tok, res["study_id"])
         text = (f"Created **{html.escape(res['study_id'])}** with {res['n_cases']} cases. Access code for readers: "
-                f"`{res['access_code']}` (shown once; use *New access code* to replace it).")
+                f"`{res['access_code']}` (shown once; use *New access code* to replace it).\n\n"
+                f"**Size:** {html.escape(res['size_advice'])}"
+                + "".join(f"\n\n**Warning:** {html.escape(w)}" for w in res["warnings"]))
         return dd, table, [], text
 
     def on_status(status: str):
@@ -259,21 +303,30 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         prog = _progress_rows(admin.progress(tok, sel))
         return gr.update(), gr.update(), prog, f"Reader code for {html.escape(rname)}: `{code}` (only this code signs in under that name)."
 
+    def on_reset(tok, sel, rname) -> tuple:
+        code = admin.reset_reader(tok, sel, rname)
+        return (gr.update(), gr.update(), gr.update(),
+                f"New reader code for {html.escape(rname)}: `{code}` (the old code and their open sessions no longer work).")
+
     refresh.click(guarded(on_refresh), [token, study], outs, api_visibility="private")
     study.change(guarded(on_refresh), [token, study], outs, api_visibility="private")
-    create_btn.click(guarded(on_create), [token, c_name, c_real, c_part, c_syn, c_classes, c_nreal, c_nsyn, c_rep, c_score, c_seed],
+    create_btn.click(guarded(on_create), [token, c_name, c_real, c_part, c_syn, c_classes, c_nreal, c_nsyn, c_rep, c_score, c_seed,
+                                          c_margin, c_readers],
                      outs, api_visibility="private")
     close_btn.click(guarded(on_status("closed")), [token, study], outs, api_visibility="private")
     open_btn.click(guarded(on_status("open")), [token, study], outs, api_visibility="private")
     code_btn.click(guarded(on_code), [token, study], outs, api_visibility="private")
     reader_btn.click(guarded(on_reader), [token, study, r_name], outs, api_visibility="private")
+    reset_btn.click(guarded(on_reset), [token, study, r_name], outs, api_visibility="private")
 
     def on_results(tok, sel) -> tuple:
         try:
             res = admin.results(tok, sel)
         except UserError as exc:
-            return gr.update(), gr.update(), gr.update(), gr.update(), f"**{html.escape(str(exc))}**"
-        return analysis.summary_table(res["result"]), res["figure"], res["csv"], res["turing_test"], ""
+            return (gr.update(),) * 7 + (f"**{html.escape(str(exc))}**",)
+        return (res["conclusion"], analysis.summary_table(res["result"]), res["roc"], res["forest"], res["figure"], res["csv"],
+                res["turing_test"], "")
 
-    results_btn.click(on_results, [token, study], [results_tbl, figure, csv_file, tt_json, action_msg], api_visibility="private")
+    results_btn.click(on_results, [token, study], [conclusion, results_tbl, roc_img, forest_img, figure, csv_file, tt_json, action_msg],
+                      api_visibility="private")
     return admin

@@ -169,7 +169,7 @@ def test_study_admin_folders(server):
     assert gradio_call(server["url"], login, [SECRET], session)["success"]
     for p in attack_paths(server):
         for real, syn in ((p, []), ("demo", [p])):
-            msg = gradio_call(server["url"], create, [None, "x", real, "test", syn, "", 2, 2, 0, "realism", 0], session)
+            msg = gradio_call(server["url"], create, [None, "x", real, "test", syn, "", 2, 2, 0, "realism", 0, 0.1, 5], session)
             body = json.dumps(msg)
             assert all(leak not in body for leak in LEAKS)
             assert "outside the folders" in body, (p, body[:400])
