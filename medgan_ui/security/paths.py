@@ -24,8 +24,13 @@ from medgan_ui.errors import UserError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 # pseudo file systems and configuration: never a dataset, whatever the allow-list says
-_SYSTEM = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
-SYSTEM_DIRS = tuple({Path(p) for p in _SYSTEM} | {Path(p).resolve() for p in _SYSTEM})  # macOS: /etc -> /private/etc
+def _both(*names: str) -> tuple[Path, ...]:
+    return tuple({Path(p) for p in names} | {Path(p).resolve() for p in names})  # macOS: /etc -> /private/etc
+
+
+PSEUDO_DIRS = _both("/proc", "/sys", "/dev")  # never data, whatever --data-root says
+# configuration and runtime secrets (/run/secrets): data only inside a --data-root that names them
+SYSTEM_DIRS = PSEUDO_DIRS + _both("/etc", "/boot", "/run", "/var/run")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
 
@@ -98,6 +103,9 @@ class PathPolicy:
             p = Path(r).expanduser().resolve()
             if not p.is_dir():
                 raise UserError(f"--data-root {str(r)!r} is not a folder: give an existing folder of datasets")
+            if p == Path(p.anchor) or any(inside(p, s) for s in PSEUDO_DIRS):
+                raise UserError(f"--data-root {str(r)!r} would open the whole server or a system folder: "
+                                "name the folder that holds the datasets")
             roots.append(p)
         always = [Path(w).expanduser().resolve() for w in workspace_dirs]
         return cls(roots=roots, always=always, allow_any=not roots and is_loopback(host))
@@ -134,9 +142,11 @@ class PathPolicy:
                          f"{self.describe()}")
 
     def allows(self, resolved: Path) -> bool:
-        if any(inside(resolved, s) for s in SYSTEM_DIRS):
+        if any(inside(resolved, s) for s in PSEUDO_DIRS):
             return False
-        return self.allow_any or any(inside(resolved, r) for r in self.allowed)
+        if any(inside(resolved, r) for r in self.allowed):
+            return True
+        return self.allow_any and not any(inside(resolved, s) for s in SYSTEM_DIRS)
 
     def resolve(self, text: str | os.PathLike | None, what: str = "path") -> Path:
         """The resolved path for a user's text, or a UserError that does not reveal what exists outside.

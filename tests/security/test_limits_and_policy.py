@@ -82,6 +82,14 @@ def test_data_roots_confine_paths_symlinks_included(tmp_path):
         policy.resolve_existing("set/missing")
     with pytest.raises(UserError, match="not a folder"):
         PathPolicy.for_server("127.0.0.1", [tmp_path / "missing"], [])
+    for whole in ("/", "/proc", "/dev/shm"):
+        with pytest.raises(UserError, match="whole server or a system folder"):
+            PathPolicy.for_server("127.0.0.1", [whole], [])
+    if Path("/etc/ssl").is_dir():  # a --data-root may name a folder under /etc or /run; /etc itself stays closed
+        named = PathPolicy.for_server("127.0.0.1", ["/etc/ssl"], [])
+        assert named.resolve("/etc/ssl") == Path("/etc/ssl").resolve()
+        with pytest.raises(UserError):
+            named.resolve("/etc/passwd")
 
 
 def test_csv_names_relative_with_a_table_suffix(tmp_path):
