@@ -159,6 +159,11 @@ class Workspace:
         return self.root / "experiments"
 
     @property
+    def uploads(self) -> Path:
+        """Unpacked browser uploads (made on first upload; old ones removed at start-up)."""
+        return self.root / "uploads"
+
+    @property
     def studies_db(self) -> Path:
         return self.root / "studies.sqlite"
 

@@ -131,11 +131,11 @@ def find_dependency(config: dict, button_label: str) -> int:
 
 
 def gradio_call(base: str, fn_index: int, data: list, session_hash: str | None = None,
-                cookies: dict | None = None) -> dict:
+                cookies: dict | None = None, headers: dict | None = None) -> dict:
     """Call a Gradio event handler the way a script could, bypassing the page: queue/join + SSE
-    (`cookies`: a login's, for a server started with --auth)."""
+    (`cookies`: a login's, for a server started with --auth; `headers`: e.g. a proxy's X-Forwarded-For)."""
     session_hash = session_hash or secrets.token_hex(8)
-    with httpx.Client(base_url=base, timeout=60, cookies=cookies) as c:
+    with httpx.Client(base_url=base, timeout=60, cookies=cookies, headers=headers) as c:
         r = c.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
                                                    "event_data": None, "trigger_id": None})
         if r.status_code != 200:

@@ -12,6 +12,7 @@ from medgan_ui.security import credentials
 from medgan_ui.security.http import (DEFAULT_MAX_REQUEST_MB, ENV_MAX_REQUEST_MB, HttpPolicy, check_exposure,
                                      max_request_bytes)
 from medgan_ui.security.lock import workspace_lock
+from medgan_ui.security.paths import PathPolicy
 from medgan_ui.workspace import Workspace
 
 
@@ -37,6 +38,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    f"${ENV_MAX_REQUEST_MB}); larger ones get 413")
     p.add_argument("--i-know", action="store_true",
                    help="serve on a network address (or --share) without a login anyway")
+    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="folder whose datasets web users may load by path; repeat for several. Without it, "
+                        "server paths work only when --host is loopback (127.0.0.1)")
     p.add_argument("--no-demo", action="store_true", help="do not load the built-in demo dataset at start")
     p.add_argument("--reader-only", action="store_true",
                    help="serve only the reading screen (reader studies: radiologists see nothing else)")
@@ -53,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr, flush=True)
     auth, admin = creds.auth, creds.admin_password
     check_exposure(args.host, args.share, bool(auth), args.i_know)
+    PathPolicy.for_server(args.host, args.data_root)  # a --data-root that is not a folder fails here, fast
     policy = HttpPolicy(allowed_origins=args.allowed_origin, max_body_bytes=max_request_bytes(args.max_request_mb),
                         require_login=bool(auth))
     workspace = Workspace(args.workspace)
@@ -66,8 +71,10 @@ def serve(args: argparse.Namespace) -> int:
     from medgan_ui.ui.app import serve as launch_app  # gradio and torch: after the checks, which fail fast
     from medgan_ui.ui.context import AppContext
 
-    ctx = AppContext.create(workspace, admin_password=admin)
+    ctx = AppContext.create(workspace, admin_password=admin, host=args.host,
+                            data_roots=args.data_root)
     print(f"MedGAN Studio: workspace {ctx.workspace.root}; {ctx.device}", flush=True)
+    print(f"server paths: {ctx.paths.describe()}; removed old uploads: {len(ctx.clean_uploads())}", flush=True)
     # the page opens first; the Data tab shows the demo as soon as it is ready (cached: seconds)
     loader = None if args.no_demo else ctx.load_in_background(lambda: load_demo(ctx), start=False)
     try:

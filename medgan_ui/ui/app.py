@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui import __version__
+from medgan_ui.security import limits
 from medgan_ui.security.http import HttpPolicy, install_on_gradio
 from medgan_ui.ui import browse_tab, compare_tab, data_tab, rate_tab, train_tab
 from medgan_ui.ui.context import AppContext
@@ -53,7 +54,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             # runs trained since the page opened appear when the user comes to the tab
             browse.select(refresh_fn, refresh_in, refresh_out, api_visibility="private", show_progress="hidden")
             with gr.Tab("Rate", id="rate"):
-                rate_tab.build_rate_tab(ctx.workspace, ctx.admin_password)
+                rate_tab.build_rate_tab(ctx.workspace, ctx.admin_password, ctx.paths)
             with gr.Tab("Compare", id="compare"):
                 compare_tab.build_compare_tab(ctx)
         demo.load(data_tab.on_page_load(ctx), outputs=data_view, api_visibility="private")
@@ -96,6 +97,7 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
         # no allowed_paths: outputs are copied into Gradio's cache, so no workspace file (e.g. the
         # reader-study database) can be fetched by URL
         footer_links=["api"],
+        max_file_size=limits.upload_limit_bytes(),  # MEDGAN_MAX_UPLOAD_MB
         auth_message="MedGAN Studio: please sign in." if auth else None,
         # outside Gradio's own middleware (its CORS layer echoes foreign origins once Host is not localhost)
         app_kwargs={"lifespan": install_on_gradio(policy or HttpPolicy(require_login=bool(auth)))},

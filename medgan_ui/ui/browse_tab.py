@@ -15,6 +15,7 @@ import pandas as pd
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
+from medgan_ui.security.paths import plain_name
 from medgan_ui.ui.context import AppContext
 from medgan_ui.ui.errors import friendly
 from medgan_ui.ui.widgets import gallery_items, label_caption, side_by_side
@@ -174,7 +175,7 @@ def export_panel() -> Exporter:
 
 # ---- wiring ------------------------------------------------------------------------------------
 def _checkpoint_arg(name: str | None) -> str | None:
-    return None if name in (None, "", "latest") else name
+    return None if name in (None, "", "latest") else plain_name(name, "checkpoint")
 
 
 def wire_picker(ctx: AppContext, pk: Picker) -> None:

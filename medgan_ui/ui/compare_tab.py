@@ -14,6 +14,7 @@ from medgan_ui.errors import UserError
 # medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
 # importing it here added ~4 s to the app's first page
 from medgan_ui.jobs import ACTIVE, start_experiment, start_gan_metrics
+from medgan_ui.security.paths import PathPolicy, plain_name
 from medgan_ui.ui.errors import friendly
 
 TIMER_S = 2.0
@@ -53,6 +54,18 @@ def config_from_form(targets, base, synth, classifier, width, init, weights, spl
     return ExperimentConfig(targets=list(targets), strategies=strategies, classifier=classifier, width=float(width),
                             init=init, splits=int(splits), epochs=int(epochs), patience=int(patience),
                             batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed))
+
+
+def checked_spec(policy: PathPolicy, spec: str, what: str) -> str:
+    """'kind:PATH' (imagenet:, domain:, inception:) with PATH through the server's allow-list, so a
+    weights field cannot open an arbitrary server file; specs without a path pass unchanged."""
+    kind, sep, path = spec.partition(":")
+    if not sep:
+        return spec
+    found = policy.resolve_existing(path, what)
+    if not found.is_file():
+        raise UserError(f"{what} {path.strip()!r} is a folder: give the weights file itself")
+    return f"{kind}:{found}"
 
 
 def progress_html(job: dict | None) -> str:
@@ -140,8 +153,14 @@ def build_compare_tab(ctx: Any) -> None:
     jobs = gr.State({})
 
     @friendly
-    def on_start(*form):
-        jid = start_experiment(ctx.jobs, ctx.workspace, ctx.require_dataset(), config_from_form(*form))
+    def on_start(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr,
+                 ratio, seed, request: gr.Request):
+        cfg = config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
+                               lr, ratio, seed)
+        cfg.init = checked_spec(ctx.paths.for_request(request), cfg.init, "ImageNet weights file")
+        for s in synth or []:
+            plain_name(s, "synthetic run or set")  # workspace ids only, never a path
+        jid = start_experiment(ctx.jobs, ctx.workspace, ctx.require_dataset(), cfg)
         return f"Experiment queued ({jid}).", {"exp": jid}
 
     form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed]
@@ -157,8 +176,10 @@ def build_compare_tab(ctx: Any) -> None:
     stop.click(on_stop, [jobs], [status], queue=False, api_visibility="private")
 
     @friendly
-    def on_metrics(runs, ext, n, state):
-        jid = start_gan_metrics(ctx.jobs, ctx.workspace, ctx.require_dataset(), list(runs or []), extractor=ext, n=n)
+    def on_metrics(runs, ext, n, state, request: gr.Request):
+        runs = [plain_name(r, "run or synthetic set") for r in runs or []]
+        ext = checked_spec(ctx.paths.for_request(request), (ext or "domain").strip(), "feature extractor weights file")
+        jid = start_gan_metrics(ctx.jobs, ctx.workspace, ctx.require_dataset(), runs, extractor=ext, n=n)
         return f"Metrics queued ({jid}).", {**(state or {}), "metrics": jid}
 
     m_go.click(on_metrics, [m_runs, m_ext, m_n, jobs], [status, jobs], concurrency_limit=1, api_name="compare_metrics")

@@ -15,7 +15,9 @@ from medgan_ui.errors import UserError
 from medgan_ui.gan.device import describe_device
 from medgan_ui.gan.runs import list_runs
 from medgan_ui.jobs import JobManager
-from medgan_ui.workspace import Workspace
+from medgan_ui.security import limits
+from medgan_ui.security.paths import PathPolicy
+from medgan_ui.workspace import Workspace, read_json
 
 
 @dataclass
@@ -23,6 +25,7 @@ class AppContext:
     workspace: Workspace
     jobs: JobManager
     admin_password: str | None = None
+    paths: PathPolicy = field(default_factory=PathPolicy)  # which server paths web users may name
     device: str = field(default_factory=describe_device)
     _dataset: ImageSet | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -30,9 +33,24 @@ class AppContext:
     load_error: str | None = None
 
     @classmethod
-    def create(cls, workspace: Workspace | str | None = None, admin_password: str | None = None) -> "AppContext":
+    def create(cls, workspace: Workspace | str | None = None, admin_password: str | None = None, *,
+               host: str = "127.0.0.1", data_roots: list[str] | tuple[str, ...] = ()) -> "AppContext":
+        """`host` and `data_roots` (--data-root) decide which server paths the web UI may read."""
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        return cls(workspace=ws, jobs=JobManager(ws), admin_password=admin_password)
+        policy = PathPolicy.for_server(host, data_roots, [ws.datasets, ws.synthetic, ws.uploads])
+        limits.apply_pil_limit()
+        return cls(workspace=ws, jobs=JobManager(ws), admin_password=admin_password, paths=policy)
+
+    def clean_uploads(self) -> list[str]:
+        """At start-up: drop unpacked uploads unused for a while, except the data of existing runs."""
+        keep = []
+        for run in self.workspace.list_runs():
+            try:
+                keep.append((read_json(run / "config.json").get("dataset") or {}).get("source_root") or "")
+            except (OSError, ValueError, AttributeError):
+                continue
+        uploads = self.workspace.uploads
+        return limits.clean_old_uploads(uploads, keep=[k for k in keep if k and k.startswith(str(uploads))])
 
     # ---- the dataset the Data tab loaded -----------------------------------------------------
     @property

@@ -7,7 +7,6 @@ general x detailed labels, the split summary and the list of skipped files.
 from __future__ import annotations
 
 import weakref
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,10 +16,11 @@ import pandas as pd
 
 from medgan_ui.data.imageset import SPLIT_NAMES, ImageSet
 from medgan_ui.errors import UserError
+from medgan_ui.security.limits import dataset_folder, safe_unzip
+from medgan_ui.security.paths import PathPolicy, hide_paths, relative_name
 from medgan_ui.ui.context import AppContext
 from medgan_ui.ui.errors import friendly
 from medgan_ui.ui.widgets import gallery_items, label_caption
-from medgan_ui.workspace import new_id
 
 SOURCES = ["Built-in demo (synthetic phantom)", "Folder or file on this server", "Upload a .zip"]
 SIZES = [16, 32, 64, 128]
@@ -35,34 +35,24 @@ def _format_choices() -> list[str]:
 
 # ---- pure helpers (also used by tests) ---------------------------------------------------------
 def extract_zip(upload: str | Path, uploads_dir: Path) -> Path:
-    """Unpack a browser upload into <workspace>/uploads/<id>/, refusing paths that escape it."""
-    upload = Path(upload)
-    if not zipfile.is_zipfile(upload):
-        raise UserError(f"{upload.name} is not a .zip file: upload a zip of a dataset folder, or give a server path")
-    dest = uploads_dir / new_id("upload")
-    dest.mkdir(parents=True)
-    with zipfile.ZipFile(upload) as zf:
-        for member in zf.namelist():
-            target = (dest / member).resolve()
-            if not str(target).startswith(str(dest.resolve())):
-                raise UserError(f"{upload.name} contains an unsafe path {member!r}; it was not unpacked")
-        zf.extractall(dest)
-    # a zip of one folder: use that folder
-    entries = [p for p in dest.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+    """Unpack a browser upload into <workspace>/uploads/ within the zip limits (security.limits);
+    a zip of one folder gives that folder."""
+    return dataset_folder(safe_unzip(upload, uploads_dir))
 
 
-def csv_columns(path: str) -> list[str]:
-    """Header of the one label CSV in a folder (or of the CSV given), for the column-mapping dropdowns."""
+def csv_columns(folder: Path, name: str | None, policy: PathPolicy) -> list[str]:
+    """Header of the labels CSV named inside the folder (or of the one CSV at its top), for the
+    column-mapping dropdowns. The name must be relative and stay inside the folder."""
     from medgan_ui.data.readers.csv_folder import find_csvs, read_header
 
-    p = Path(path or "").expanduser()
-    if not path or not p.exists():
-        raise UserError(f"path {path!r} does not exist on the server: give the folder that holds the labels CSV")
-    csvs = [p] if p.is_file() else find_csvs(p)
-    if not csvs:
-        raise UserError(f"no .csv or .csv.gz file at the top of {p}")
-    return read_header(csvs[0])
+    if not name:
+        if folder.is_file():
+            raise UserError("name the labels CSV inside the folder (e.g. labels.csv), or give the folder itself")
+        csvs = find_csvs(folder)
+        if not csvs:
+            raise UserError("no .csv or .csv.gz file at the top of the data folder: name the labels CSV")
+        name = csvs[0].name
+    return read_header(policy.resolve_csv(name, folder))
 
 
 def preview_indices(ds: ImageSet, n: int = PREVIEW_N, seed: int = 0) -> np.ndarray:
@@ -155,10 +145,12 @@ def split_summary(ds: ImageSet) -> str:
 
 
 def skipped_table(ds: ImageSet) -> tuple[pd.DataFrame, str]:
+    """Skipped files named relative to the dataset folder (never the server's own folder layout)."""
     report = ds.meta.get("report") or {}
     skipped = report.get("skipped", [])
-    df = pd.DataFrame([{"file": s.get("path", ""), "reason": s.get("reason", "")} for s in skipped[:500]],
-                      columns=["file", "reason"])
+    root = ds.meta.get("source_root")
+    df = pd.DataFrame([{"file": relative_name(s.get("path", ""), root), "reason": s.get("reason", "")}
+                       for s in skipped[:500]], columns=["file", "reason"])
     notes = []
     if skipped:
         notes.append(f"**{len(skipped)} file(s) skipped** (shown below with the reason).")
@@ -225,8 +217,9 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         with gr.Column(scale=3):
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Source")
             path = gr.Textbox(label="Path on the server", visible=False,
-                              placeholder="/data/nih-cxr14  (a folder, a .csv, a .npz ...)",
-                              info="A folder of images with a labels CSV, class sub-folders, DICOM files, or a MedMNIST .npz.")
+                              placeholder="nih-cxr14 or /data/nih-cxr14  (a folder or a .npz)",
+                              info="A folder of images with a labels CSV, class sub-folders, DICOM files, or a MedMNIST .npz. "
+                                   f"This server reads {ctx.paths.describe()}.")
             upload = gr.File(label="Dataset .zip", file_types=[".zip"], visible=False)
         with gr.Column(scale=2):
             fmt = gr.Dropdown(_format_choices(), value="auto", label="Format",
@@ -272,13 +265,31 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
 
     source.change(on_source, source, [path, upload], queue=False, api_visibility="private")
 
+    def server_folder(p: str | None, policy: PathPolicy) -> tuple[Path, str]:
+        """(resolved folder, what the user calls it) for a typed server path, through the allow-list."""
+        if not (p or "").strip():
+            raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
+        return policy.resolve_existing(p, "data path"), p.strip()
+
+    def unpacked(up: Any) -> tuple[Path, str]:
+        return extract_zip(up, ctx.workspace.uploads), "the uploaded zip"
+
+    def shown(exc: Exception, root: Path | None, label: str) -> UserError:
+        """The message with server folders replaced by the names the user knows them by."""
+        text = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"
+        repl = [(ctx.workspace.root, "workspace")] + ([(root, label)] if root is not None else [])
+        return UserError(hide_paths(text, repl))
+
     @friendly
-    def on_read_columns(p: str, up: Any, name: str):
-        where = p
-        if up is not None and not p:
-            where = str(extract_zip(up, ctx.workspace.root / "uploads"))
-        target = str(Path(where).expanduser() / name) if name else where
-        cols = csv_columns(target)
+    def on_read_columns(p: str, up: Any, name: str, request: gr.Request):
+        root, label, policy = None, "", ctx.paths.for_request(request)
+        try:
+            root, label = unpacked(up) if up is not None and not (p or "").strip() else server_folder(p, policy)
+            if root.is_file() and not name:
+                root, name = root.parent, root.name
+            cols = csv_columns(root, name, policy)
+        except (UserError, OSError) as exc:
+            raise shown(exc, root, label) from None
         upd = gr.update(choices=cols)
         return upd, upd, upd, upd, upd, f"Columns of the CSV: {', '.join(cols)}"
 
@@ -287,30 +298,35 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
 
     @friendly
     def on_load(choice, p, up, fmt_name, size_px, fit_mode, csv_file, img_c, pat_c, gen_c, find_c, sep, find_cs,
-                progress=gr.Progress()):
+                request: gr.Request, progress=gr.Progress()):
         from medgan_ui.data.load import load_dataset
         from medgan_ui.data.readers.base import ReadOptions
 
         progress(0.05, desc="Reading images (a second load of the same data comes from the cache)")
-        opts = ReadOptions(size=int(size_px), fit=fit_mode, csv=csv_file or None, image_column=img_c or None,
-                           general_columns=list(gen_c or []), finding_column=find_c or None,
-                           finding_separator=sep or "|", finding_columns=list(find_cs or []), patient_column=pat_c or None)
-        if choice == SOURCES[0]:
-            src = "demo"
-        elif choice == SOURCES[1]:
-            if not (p or "").strip():
-                raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
-            src = str(Path(p.strip()).expanduser())
-            if not Path(src).exists():
-                raise UserError(f"path {src!r} does not exist on the server: check the spelling, or upload a .zip instead")
-        else:
-            if up is None:
-                raise UserError("choose a .zip file to upload first (or pick another source)")
-            progress(0.02, desc="Unpacking the zip")
-            src = str(extract_zip(up, ctx.workspace.root / "uploads"))
-        ds = load_dataset(src, None if fmt_name == "auto" else fmt_name, opts, ctx.workspace)
+        root, label, policy = None, "", ctx.paths.for_request(request)
+        try:
+            if choice == SOURCES[0]:
+                src = "demo"
+            elif choice == SOURCES[1]:
+                root, label = server_folder(p, policy)
+                src = str(root)
+            else:
+                if up is None:
+                    raise UserError("choose a .zip file to upload first (or pick another source)")
+                progress(0.02, desc="Unpacking the zip")
+                root, label = unpacked(up)
+                src = str(root)
+            # a labels CSV is named inside the data folder; the reader gets the checked absolute path
+            csv_path = str(policy.resolve_csv(csv_file, root)) if csv_file and root is not None else None
+            opts = ReadOptions(size=int(size_px), fit=fit_mode, csv=csv_path, image_column=img_c or None,
+                               general_columns=list(gen_c or []), finding_column=find_c or None,
+                               finding_separator=sep or "|", finding_columns=list(find_cs or []),
+                               patient_column=pat_c or None)
+            ds = load_dataset(src, None if fmt_name == "auto" else fmt_name, opts, ctx.workspace)
+        except (UserError, OSError) as exc:
+            raise shown(exc, root, label) from None
         if len(ds) == 0:
-            raise UserError(f"{src}: no images could be read; see the reasons in the report")
+            raise UserError(f"{label or 'the demo'}: no images could be read; see the reasons in the report")
         ctx.set_dataset(ds)
         progress(0.9, desc="Drawing the preview")
         return (f"Loaded **{ds.name}**: {len(ds):,} images. Go to **Train** to train a model on it.",

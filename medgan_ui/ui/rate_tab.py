@@ -126,11 +126,12 @@ class ReaderHandlers:
         return ReaderScreen(header, img, False, findings, SCORE_LABELS[score_kind], ask_finding, nxt.case_id)
 
 
-def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
+def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any = None) -> None:
     """The Rate tab's content; call inside `with gr.Tab("Rate"):` of the app's Blocks.
 
     Readers open the app's URL; organisers open it with `?admin` to get the admin panel instead.
     The app must also call `mount_study_routes(fastapi_app, workspace)` so case images are served.
+    `paths`: the server's PathPolicy for folders the admin types (security.paths).
     """
     from medgan_ui.ui import study_admin
 
@@ -175,7 +176,7 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None) -> None:
         done_md = gr.Markdown()
 
     with gr.Column(visible=False) as admin_col:
-        study_admin.build_admin_panel(store, workspace, admin_password)
+        study_admin.build_admin_panel(store, workspace, admin_password, paths)
 
     def show(tok: str, scr: ReaderScreen) -> tuple:
         case = scr.case_id

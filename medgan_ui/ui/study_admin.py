@@ -4,6 +4,7 @@ is not the protection, since Gradio exposes each handler as an endpoint.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import secrets
@@ -15,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from medgan_ui.errors import UserError
+from medgan_ui.security.paths import PathPolicy, is_plain_name
 from medgan_ui.security.throttle import client_key, format_wait, login_throttle
 from medgan_ui.study import analysis
 from medgan_ui.study.store import StudyStore
@@ -34,8 +36,11 @@ def _progress_rows(progress: list[dict[str, Any]]) -> list[list[Any]]:
 class AdminHandlers:
     """The admin side, free of Gradio so tests can call it exactly as the UI does."""
 
-    def __init__(self, store: StudyStore, workspace: Workspace, password: str | None) -> None:
+    def __init__(self, store: StudyStore, workspace: Workspace, password: str | None,
+                 paths: PathPolicy | None = None) -> None:
         self.store, self.workspace, self._password = store, workspace, password
+        # folders typed into 'Real images' / 'Synthetic sets' go through the server's allow-list
+        self.paths = paths or PathPolicy.for_server("127.0.0.1", (), [workspace.datasets, workspace.synthetic])
         self._tokens: dict[str, float] = {}
         self.throttle = login_throttle("admin sign-in")
 
@@ -69,13 +74,33 @@ class AdminHandlers:
         self.check(token)
         return self.store.list_studies()
 
-    def create(self, token: str | None, **cfg: Any) -> dict[str, Any]:
+    def create(self, token: str | None, paths: PathPolicy | None = None, **cfg: Any) -> dict[str, Any]:
+        """`paths`: the allow-list for this request (PathPolicy.for_request); the server's by default."""
         self.check(token)
         from medgan_ui.study.design import StudyConfig, create_study
 
-        info = create_study(self.workspace, StudyConfig(**cfg))
+        info = create_study(self.workspace, StudyConfig(**self._checked_sources(cfg, paths or self.paths)))
         return {"study_id": info.study_id, "access_code": info.access_code, "n_cases": info.n_cases, "counts": info.counts,
                 "warnings": info.warnings, "size_advice": info.size_advice.get("text", "")}
+
+    def _checked_sources(self, cfg: dict[str, Any], paths: PathPolicy) -> dict[str, Any]:
+        """Workspace names stay names (a synthetic set id becomes its folder); anything else is a server
+        path and must pass the allow-list."""
+        ws, out = self.workspace, dict(cfg)
+        real = str(out.get("real") or "demo").strip()
+        if real != "demo" and not (is_plain_name(real) and (ws.datasets / real / "cache.npz").is_file()):
+            out["real"] = str(paths.resolve_existing(real, "real images"))
+        syn = []
+        for src in out.get("synthetic") or []:
+            src = str(src).strip()
+            if is_plain_name(src) and (ws.runs / src).is_dir():
+                syn.append(src)
+            elif is_plain_name(src) and (ws.synthetic / src).is_dir():
+                syn.append(str(ws.synthetic / src))
+            else:
+                syn.append(str(paths.resolve_existing(src, "synthetic set")))
+        out["synthetic"] = syn
+        return out
 
     def set_status(self, token: str | None, study_id: str, status: str) -> None:
         self.check(token)
@@ -138,8 +163,9 @@ def _sources(workspace: Workspace) -> list[str]:
     return sets + runs
 
 
-def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: str | None) -> AdminHandlers:
-    admin = AdminHandlers(store, workspace, admin_password)
+def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: str | None,
+                      paths: PathPolicy | None = None) -> AdminHandlers:
+    admin = AdminHandlers(store, workspace, admin_password, paths)
     gr.Markdown("## Study administration")
     if not admin_password:
         gr.Markdown(DISABLED)
@@ -205,6 +231,7 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         return gr.update(choices=[(f"{s['name']} ({s['id']})", s["id"]) for s in rows], value=sel), table
 
     def guarded(fn):  # every UserError (bad token included) becomes a message, never a traceback
+        @functools.wraps(fn)  # Gradio reads fn's signature (on_create asks for the request)
         def run(*a: Any) -> Any:
             try:
                 return fn(*a)
@@ -245,9 +272,11 @@ def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: s
         prog = _progress_rows(admin.progress(tok, sel)) if sel in [s["id"] for s in admin.studies(tok)] else []
         return dd, table, prog, ""
 
-    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, margin, readers) -> tuple:
+    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, margin, readers,
+                  request: gr.Request) -> tuple:
         cls = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
-        res = admin.create(tok, name=name, real=real or "demo", part=None if part == "all" else part, synthetic=list(syn or []),
+        res = admin.create(tok, admin.paths.for_request(request), name=name, real=real or "demo",
+                           part=None if part == "all" else part, synthetic=list(syn or []),
                            classes=cls, real_per_class=int(nreal or 0), synthetic_per_class=int(nsyn or 0),
                            repeats=int(rep or 0), score_kind=score, seed=int(seed or 0),
                            equivalence_margin=float(margin if margin is not None else 0.1), planned_readers=int(readers or 5))

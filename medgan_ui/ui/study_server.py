@@ -13,7 +13,8 @@ from medgan_ui.workspace import Workspace
 
 
 def build_app(workspace: Workspace, admin_password: str | None = None,
-              auth: list[tuple[str, str]] | None = None, policy: HttpPolicy | None = None) -> Any:
+              auth: list[tuple[str, str]] | None = None, policy: HttpPolicy | None = None,
+              paths: Any = None) -> Any:
     """ASGI app: the reader API + image routes, then Gradio (Rate tab only) mounted at '/', all behind
     the security middleware (origin allow-list, body cap, login back-off; /study/* needs the login
     when `auth` is set)."""
@@ -27,7 +28,7 @@ def build_app(workspace: Workspace, admin_password: str | None = None,
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # no schema of the reader API for anyone
     mount_study_routes(app, workspace)  # before Gradio takes "/"
     with gr.Blocks(title="MedGAN Studio · reader study") as demo:
-        build_rate_tab(workspace, admin_password)
+        build_rate_tab(workspace, admin_password, paths)
     # readers answer at the same time: let their events run side by side (the store serialises writes)
     demo.queue(default_concurrency_limit=16)
     app = gr.mount_gradio_app(app, demo, path="/", blocked_paths=private_paths(workspace), auth=auth or None)
@@ -61,7 +62,11 @@ def run(workspace: Workspace, host: str, port: int, admin_password: str | None =
     """Serve the reading screen until stopped (this module's main and `launch.py --reader-only`)."""
     import uvicorn
 
-    app = build_app(workspace, admin_password, auth=auth, policy=policy)
+    from medgan_ui.security.paths import PathPolicy
+
+    # folders the admin may type: any (but system ones) on loopback, else only the workspace's own
+    paths = PathPolicy.for_server(host, (), [workspace.datasets, workspace.synthetic, workspace.uploads])
+    app = build_app(workspace, admin_password, auth=auth, policy=policy, paths=paths)
     print(f"MedGAN Studio reader study on http://{host}:{port}/ (admin view: /?admin)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -14,6 +14,7 @@ Multi-frame files are skipped with a reason rather than silently reduced to one 
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from medgan_ui.data.preprocess import prepare_array
 from medgan_ui.data.readers import csv_folder, folders
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
+from medgan_ui.security import limits
 
 NAME = "dicom"
 
@@ -88,36 +90,72 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
             if reason:
                 report.skip(file, reason)
             continue
-        ds = _read_header(pydicom, file, report)
-        if ds is None:
+        try:  # every header and pixel access of one file: a damaged file is skipped, never the whole load
+            row = _read_one(pydicom, file, base, labels, by_folder, opts)
+        except _Skip as exc:
+            report.skip(file, str(exc))
             continue
-        if labels is not None:
-            finding_set = labels.lookup(file, str(ds.get("SOPInstanceUID", "")))
-            if finding_set is None:
-                report.skip(file, f"no row for {file.name} (or its SOPInstanceUID) in {labels.path.name}")
-                continue
-        elif by_folder:
-            folder = file.relative_to(base).parts[0]
-            finding_set = set() if folder.strip().lower() in folders.NORMAL_NAMES else {folder}
-        else:
-            finding_set = set()
-        arr = _pixels(ds, file, opts)
-        if arr is None:
+        except Exception as exc:  # noqa: BLE001 - odd values in any tag are a per-file problem
+            report.skip(file, f"cannot read this DICOM file: {type(exc).__name__}: {str(exc)[:200]}")
             continue
+        if row is None:
+            continue
+        arr, finding_set, pid, tags = row
         images.append(arr)
         sets.append(finding_set)
-        pids.append(str(ds.get("PatientID", "") or "").strip() or file.stem)
+        pids.append(pid)
         sources.append(str(file))
-        general["sex"].append(str(ds.get("PatientSex", "") or "").strip().upper() or None)
-        general["view"].append(str(ds.get("ViewPosition", "") or "").strip().upper() or None)
-        if opts.age_bands:
-            general["age_band"].append(csv_folder.age_band(str(ds.get("PatientAge", "") or "")))
+        for name in general:
+            general[name].append(tags[name])
     if labels is not None:
         labels.report_unused(report)
     if not images:
         raise folders.empty_error(base, report, "DICOM images")
     known = {"sex": ["F", "M"], "view": ["AP", "PA"], "age_band": csv_folder.AGE_BANDS}
     return csv_folder.make_imageset(images, general, sets, pids, sources, report, known=known)
+
+
+class _Skip(Exception):
+    """This file is skipped, with this reason."""
+
+
+def _read_one(pydicom: Any, file: Path, base: Path, labels: "_LabelTable | None", by_folder: bool,
+              opts: ReadOptions) -> tuple[np.ndarray, set[str], str, dict[str, str | None]] | None:
+    """(pixels, findings, patient id, general tags) of one file, or None when it was skipped."""
+    ds = _read_header(pydicom, file, opts.report)
+    if ds is None:
+        return None
+    if labels is not None:
+        finding_set = labels.lookup(file, str(ds.get("SOPInstanceUID", "")))
+        if finding_set is None:
+            raise _Skip(f"no row for {file.name} (or its SOPInstanceUID) in {labels.path.name}")
+    elif by_folder:
+        folder = file.relative_to(base).parts[0]
+        finding_set = set() if folder.strip().lower() in folders.NORMAL_NAMES else {folder}
+    else:
+        finding_set = set()
+    arr = _pixels(ds, file, opts)
+    if arr is None:
+        return None
+    tags = {"sex": str(ds.get("PatientSex", "") or "").strip().upper() or None,
+            "view": str(ds.get("ViewPosition", "") or "").strip().upper() or None}
+    if opts.age_bands:
+        tags["age_band"] = csv_folder.age_band(str(ds.get("PatientAge", "") or ""))
+    return arr, finding_set, str(ds.get("PatientID", "") or "").strip() or file.stem, tags
+
+
+def _number(ds: Any, keyword: str, default: float, integer: bool = False) -> float:
+    """A numeric tag read with care: absent -> default; text, several values or inf -> _Skip naming the tag."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x) or (integer and not x.is_integer()):
+        raise _Skip(f"tag {keyword} is not {'a whole number' if integer else 'a number'} ({str(value)[:40]!r})")
+    return int(x) if integer else x
 
 
 def _not_dicom_reason(file: Path, base: Path) -> tuple[bool, str | None]:
@@ -136,7 +174,7 @@ def _read_header(pydicom: Any, file: Path, report: Report) -> Any | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about odd but readable tags
-            ds = pydicom.dcmread(file)
+            ds = pydicom.dcmread(file, defer_size="4 MB")  # pixel bytes are read only after the size check
     except pydicom.errors.InvalidDicomError:
         report.skip(file, "not a DICOM file (no DICM header)")
         return None
@@ -147,11 +185,17 @@ def _read_header(pydicom: Any, file: Path, report: Report) -> Any | None:
         sop = getattr(ds.get("SOPClassUID"), "name", None) or "unknown SOP class"
         report.skip(file, f"DICOM file has no pixel data ({sop})")
         return None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _number(ds, "NumberOfFrames", 1, integer=True) or 1
     if frames > 1:
-        report.skip(file, f"multi-frame DICOM ({frames} frames): only single-frame images are read; "
-                          "export the frame you want as its own file")
-        return None
+        raise _Skip(f"multi-frame DICOM ({frames} frames): only single-frame images are read; "
+                    "export the frame you want as its own file")
+    rows, cols = _number(ds, "Rows", 0, integer=True), _number(ds, "Columns", 0, integer=True)
+    samples = _number(ds, "SamplesPerPixel", 1, integer=True) or 1
+    if rows <= 0 or cols <= 0 or samples <= 0:
+        raise _Skip(f"tags Rows/Columns/SamplesPerPixel do not give an image size ({rows} x {cols} x {samples})")
+    too_large = limits.pixels_over_limit(rows * cols * frames * samples)  # before pixel_array decodes anything
+    if too_large:
+        raise _Skip(f"{too_large} ({rows} x {cols} x {samples} samples in the header)")
     return ds
 
 
@@ -175,7 +219,7 @@ def _pixels(ds: Any, file: Path, opts: ReadOptions) -> np.ndarray | None:
     if arr.ndim != 2 or arr.size == 0:
         opts.report.skip(file, f"unexpected pixel array shape {tuple(arr.shape)}")
         return None
-    arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    arr = arr * (_number(ds, "RescaleSlope", 1) or 1) + _number(ds, "RescaleIntercept", 0)
     window = opts.window or _file_window(ds)
     if window is not None:
         center, width = window

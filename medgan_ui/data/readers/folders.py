@@ -24,7 +24,10 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.preprocess import prepare
 from medgan_ui.data.readers.base import ReadOptions, Report
 from medgan_ui.errors import UserError
+from medgan_ui.security import limits
 from medgan_ui.workspace import DEFAULT_ROOT
+
+limits.apply_pil_limit()  # PIL's pixel limit set from MEDGAN_MAX_IMAGE_PIXELS, not left at its default
 
 NAME = "folders"
 
@@ -120,15 +123,15 @@ def load_image(path: Path, opts: ReadOptions) -> np.ndarray | None:
             opts.report.skip(path, "empty file (0 bytes)")
             return None
         with warnings.catch_warnings():
-            # PIL warns (not raises) on large images; we shrink them right after decoding
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # over the pixel limit PIL only warns (it raises at twice the limit): refuse both, before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.draft("L", (opts.size * 2, opts.size * 2))  # JPEG: decode at reduced scale
                 img.load()
                 img = _shrink(img, opts.size)
                 return prepare(img, opts.size, opts.fit)
-    except Image.DecompressionBombError:
-        opts.report.skip(path, "image too large to decode safely (over PIL's pixel limit)")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        opts.report.skip(path, _too_large(exc))
     except Image.UnidentifiedImageError:
         opts.report.skip(path, "not a readable image (unknown or corrupt format)")
     except OSError as exc:  # truncated / broken data
@@ -136,6 +139,15 @@ def load_image(path: Path, opts: ReadOptions) -> np.ndarray | None:
     except (ValueError, TypeError, SyntaxError, MemoryError) as exc:
         opts.report.skip(path, f"cannot convert image: {exc}")
     return None
+
+
+def _too_large(exc: Exception) -> str:
+    """PIL's message carries the pixel count ('Image size (N pixels) exceeds limit ...')."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    n = int(m.group(1)) if m else Image.MAX_IMAGE_PIXELS + 1
+    return limits.pixels_over_limit(n, Image.MAX_IMAGE_PIXELS) or "image too large to decode safely"
 
 
 def _shrink(img: Image.Image, size: int) -> Image.Image:
