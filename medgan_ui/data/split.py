@@ -1,4 +1,4 @@
-"""Patient-level, stratified, seeded train/val/test splits.
+"""Patient-level, stratified, seeded train/val/test splits, and K-fold cross-validation folds.
 
 A patient's follow-up images are nearly the same picture, so a patient in both train and test would
 leak: every split here keeps each patient in one part. Splits are stratified on one finding (the
@@ -156,3 +156,113 @@ def k_splits(
     finding = choose_stratify(ds, stratify)
     _check_possible(ds, finding, fr)
     return [_split_once(ds, finding, fr, seed + i) for i in range(int(k))]
+
+
+# ---- cross-validation folds for the augmentation experiment --------------------------------------
+KFOLD, OFFICIAL, IMAGE_LEVEL = "patient-level K-fold", "official split", "image-level split: no patient ids"
+DEFAULT_VAL_FRACTION = 0.125  # of the training folds' patients: 5 folds -> 70 / 10 / 20 % as the single split
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One train/val/test assignment of the experiment: repeat r, fold f; split holds 0/1/2 per image."""
+
+    repeat: int
+    fold: int
+    split: np.ndarray
+
+
+def patient_ids_known(ds: ImageSet) -> bool:
+    """False where the reader had no patient ids and gave every image its own id (MedMNIST, class
+    folders, a CSV without a patient column); a split of such data is image-level only."""
+    flag = ds.meta.get("patient_ids")
+    if flag is not None:  # a reader that knows says so
+        return bool(flag)
+    fmt = ds.meta.get("format")
+    if fmt in ("medmnist", "folders"):
+        return False
+    if fmt == "csv":
+        return bool((ds.meta.get("options") or {}).get("patient_column"))
+    return True  # NIH (Patient ID), DICOM (PatientID), the phantom, sets built in code
+
+
+def has_official_split(ds: ImageSet) -> bool:
+    """True when the reader kept the source's own split (MedMNIST, train/val/test folders);
+    assign_split records its seed in meta["split"], an official split has no such record."""
+    return ds.split is not None and not isinstance(ds.meta.get("split"), dict)
+
+
+def split_kind(ds: ImageSet) -> str:
+    """How an experiment on ds splits, in the words shown everywhere (Data tab, inspect, results)."""
+    if has_official_split(ds):
+        return OFFICIAL if patient_ids_known(ds) else f"{OFFICIAL} ({IMAGE_LEVEL})"
+    return KFOLD if patient_ids_known(ds) else IMAGE_LEVEL
+
+
+def min_positive_patients(k: int) -> int:
+    """Fewest positive patients for K folds: one in every test fold, and after the largest test fold
+    (ceil(n / K) of them) two left in the training folds, one for validation and one for training."""
+    n = max(int(k), 2)
+    while n - -(-n // int(k)) < 2:
+        n += 1
+    return n
+
+
+def _carve_val(trval: np.ndarray, positive: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Validation patients drawn from the training folds' patients, per stratum (at least one of each
+    stratum that has two or more, so early stopping sees positives; at least one stays in training)."""
+    out = []
+    for stratum in (positive[trval], ~positive[trval]):
+        idx = trval[stratum]
+        if len(idx) >= 2:
+            n_val = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+            out.append(rng.permutation(idx)[:n_val])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def cv_folds(ds: ImageSet, finding: str | None, folds: int = 5, repeats: int = 1, seed: int = 0,
+             val_fraction: float = DEFAULT_VAL_FRACTION) -> tuple[list[Fold], str]:
+    """Disjoint patient-level K-fold cross-validation, stratified by patient on `finding`, repeated
+    `repeats` times with seeds seed, seed+1, ...; validation is carved from the training folds by
+    patient. Returns the folds and the split kind (see split_kind).
+
+    A dataset with an official split keeps it: one "fold" per repeat, all with the same test set
+    (the repeats then vary only the training seeds). Bad settings fail here, before any training."""
+    from sklearn.model_selection import StratifiedKFold
+
+    kind = split_kind(ds)
+    if int(repeats) < 1:
+        raise UserError(f"repeats must be at least 1, got {repeats!r}")
+    if has_official_split(ds):
+        return [Fold(r, 0, ds.split.astype(np.int8)) for r in range(int(repeats))], kind
+    k = int(folds)
+    if k < 2:
+        raise UserError(f"folds must be at least 2 for cross-validation, got {folds!r}")
+    if not 0 < val_fraction < 1:
+        raise UserError(f"the validation fraction must be between 0 and 1, got {val_fraction!r}")
+    patients, inverse = np.unique(ds.patient_id, return_inverse=True)
+    positive = np.zeros(len(patients), bool)
+    if finding is not None:
+        positive[inverse[ds.detailed[:, ds.finding_index(finding)].numpy().astype(bool)]] = True
+    unit = "image(s)" if kind == IMAGE_LEVEL else "patient(s)"
+    need = min_positive_patients(k)
+    for label, n_have in ((f"with {finding!r}", int(positive.sum())), (f"without {finding!r}", int((~positive).sum()))):
+        if finding is None and label.startswith("with "):
+            continue
+        if n_have < need:
+            fit = [j for j in range(2, k) if min_positive_patients(j) <= n_have]
+            fix = f"set folds (--folds) to {max(fit)} or fewer" if fit else "add data"
+            raise UserError(
+                f"folds = {k}: dataset {ds.name!r} has {n_have} {unit} {label}, and {k}-fold cross-validation needs "
+                f"at least {need} (one in every test fold, two left for training and validation); {fix}"
+                + (f", or add more {finding} patients" if fit and label.startswith("with ") else ""))
+    out = []
+    for r in range(int(repeats)):
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
+        rng = np.random.default_rng([seed, r])
+        for f, (trval, test) in enumerate(skf.split(np.zeros(len(patients)), positive)):
+            part = np.zeros(len(patients), np.int8)
+            part[test] = 2
+            part[_carve_val(trval, positive, val_fraction, rng)] = 1
+            out.append(Fold(r, f, part[inverse]))
+    return out, kind
