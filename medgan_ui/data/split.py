@@ -199,6 +199,16 @@ def split_kind(ds: ImageSet) -> str:
     return KFOLD if patient_ids_known(ds) else IMAGE_LEVEL
 
 
+def split_note(ds: ImageSet) -> str:
+    """One sentence on the dataset's stored split, for the Data tab and `medgan data inspect`."""
+    no_ids = "no patient ids, so images of one patient may sit in two parts"
+    if has_official_split(ds):
+        return "Official split of the source, kept." + ("" if patient_ids_known(ds) else f" Image-level: {no_ids}.")
+    if patient_ids_known(ds):
+        return "Patient-level split: no patient appears in two parts."
+    return f"Image-level split: {no_ids}."
+
+
 def min_positive_patients(k: int) -> int:
     """Fewest positive patients for K folds: one in every test fold, and after the largest test fold
     (ceil(n / K) of them) two left in the training folds, one for validation and one for training."""
