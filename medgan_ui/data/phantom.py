@@ -11,7 +11,7 @@ and exposure.
 
 Difficulty: "standard" (the default demo) draws every finding well clear of normal anatomy, so a
 classifier separates them almost perfectly. "hard" draws findings near their threshold and normals
-just below it (cardiothoracic ratio 0.49-0.55 vs 0.43-0.50, so AP magnification pushes some normals
+just below it (cardiothoracic ratio 0.50-0.56 vs 0.43-0.50, so AP magnification pushes some normals
 over 0.5), small effusions, faint small nodules, and more detector noise: a test bed on which
 augmentation strategies can differ (`medgan data demo --difficulty hard`, data source "demo:hard"). Coordinates are anatomical: x grows to the image right (the patient's left, as a PA
 film is read), y grows downward; each side of the chest is drawn with X = +-x, 0 at the midline.
@@ -46,7 +46,7 @@ DIFFICULTIES = ("standard", "hard")
 SETTINGS: dict[str, dict[str, tuple[float, float] | float]] = {
     "standard": {"ctr_pos": (0.57, 0.66), "ctr_neg": (0.36, 0.44), "eff_h": (0.25, 0.45), "nod_r": (0.05, 0.075),
                  "nod_i": 0.45, "noise": (0.004, 0.014)},
-    "hard": {"ctr_pos": (0.49, 0.55), "ctr_neg": (0.43, 0.50), "eff_h": (0.06, 0.16), "nod_r": (0.03, 0.045),
+    "hard": {"ctr_pos": (0.50, 0.56), "ctr_neg": (0.43, 0.50), "eff_h": (0.06, 0.16), "nod_r": (0.03, 0.045),
              "nod_i": 0.2, "noise": (0.03, 0.06)},
 }
 
@@ -118,6 +118,7 @@ def _patient_params(rng: np.random.Generator, n: int, difficulty: str = "standar
     # cardiomegaly: heart wider than half the chest; standard: normals clearly below (even with AP
     # magnification); hard: both near 0.5
     p["ctr"] = np.where(pos["Cardiomegaly"], u(*cfg["ctr_pos"]), u(*cfg["ctr_neg"]))
+    p["cardiomegaly"] = pos["Cardiomegaly"].astype(np.float64)  # the label (hard ranges touch 0.5)
     side = rng.integers(0, 3, P)  # effusion on the right, left or both sides
     p["eff_r"] = (pos["Effusion"] & (side != 1)).astype(np.float64)
     p["eff_l"] = (pos["Effusion"] & (side != 0)).astype(np.float64)
@@ -316,7 +317,7 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0, difficulty: str = "st
     tag = "" if difficulty == "standard" else f"-{difficulty}"  # the standard demo keeps its old names
     general = torch.from_numpy(np.stack([pp["male"][pat].astype(np.int64), (~ap).astype(np.int64)], 1))
     detailed = torch.from_numpy(
-        np.stack([pp["ctr"][pat] > 0.5, (im["eff_r"] + im["eff_l"]) > 0, im["nodule"] > 0], 1).astype(np.uint8)
+        np.stack([pp["cardiomegaly"][pat] > 0, (im["eff_r"] + im["eff_l"]) > 0, im["nodule"] > 0], 1).astype(np.uint8)
     )
     ims = ImageSet(
         images=torch.from_numpy(images),
