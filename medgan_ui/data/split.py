@@ -218,26 +218,35 @@ def min_positive_patients(k: int) -> int:
     return n
 
 
-def _carve_val(trval: np.ndarray, positive: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Validation patients drawn from the training folds' patients, per stratum (at least one of each
-    stratum that has two or more, so early stopping sees positives; at least one stays in training)."""
-    out = []
-    for stratum in (positive[trval], ~positive[trval]):
-        idx = trval[stratum]
-        if len(idx) >= 2:
-            n_val = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
-            out.append(rng.permutation(idx)[:n_val])
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+def _carve_val(trval: np.ndarray, code: np.ndarray, positive: np.ndarray, fraction: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Validation patients drawn from the training folds' patients: `fraction` of each stratum (code),
+    then, for each finding validation would miss, one more of its patients, as long as training keeps
+    one; early stopping on validation AUC needs positives of every target."""
+    val = np.zeros(len(code), bool)
+    for c in np.unique(code[trval]):
+        idx = trval[code[trval] == c]
+        n_val = min(len(idx) - 1, int(round(fraction * len(idx))))
+        val[rng.permutation(idx)[:max(n_val, 0)]] = True
+    for j in range(positive.shape[1]):
+        if not (val & positive[:, j]).any():
+            cand = rng.permutation(trval[positive[trval, j]])
+            if len(cand) >= 2:
+                val[cand[0]] = True
+    return np.flatnonzero(val)
 
 
-def cv_folds(ds: ImageSet, finding: str | None, folds: int = 5, repeats: int = 1, seed: int = 0,
+def cv_folds(ds: ImageSet, findings: str | Sequence[str] | None, folds: int = 5, repeats: int = 1, seed: int = 0,
              val_fraction: float = DEFAULT_VAL_FRACTION) -> tuple[list[Fold], str]:
-    """Disjoint patient-level K-fold cross-validation, stratified by patient on `finding`, repeated
-    `repeats` times with seeds seed, seed+1, ...; validation is carved from the training folds by
-    patient. Returns the folds and the split kind (see split_kind).
+    """Disjoint patient-level K-fold cross-validation, stratified by patient on `findings` (a patient
+    is positive for a finding when any of its images is; several findings stratify on their
+    combination), repeated `repeats` times with seeds seed, seed+1, ...; validation is carved from
+    the training folds by patient. Returns the folds and the split kind (see split_kind).
 
     A dataset with an official split keeps it: one "fold" per repeat, all with the same test set
     (the repeats then vary only the training seeds). Bad settings fail here, before any training."""
+    import warnings
+
     from sklearn.model_selection import StratifiedKFold
 
     kind = split_kind(ds)
@@ -250,29 +259,35 @@ def cv_folds(ds: ImageSet, finding: str | None, folds: int = 5, repeats: int = 1
         raise UserError(f"folds must be at least 2 for cross-validation, got {folds!r}")
     if not 0 < val_fraction < 1:
         raise UserError(f"the validation fraction must be between 0 and 1, got {val_fraction!r}")
+    names = [findings] if isinstance(findings, str) else list(findings or [])
     patients, inverse = np.unique(ds.patient_id, return_inverse=True)
-    positive = np.zeros(len(patients), bool)
-    if finding is not None:
-        positive[inverse[ds.detailed[:, ds.finding_index(finding)].numpy().astype(bool)]] = True
+    positive = np.zeros((len(patients), len(names)), bool)
+    for j, f in enumerate(names):
+        positive[inverse[ds.detailed[:, ds.finding_index(f)].numpy().astype(bool)], j] = True
     unit = "image(s)" if kind == IMAGE_LEVEL else "patient(s)"
     need = min_positive_patients(k)
-    for label, n_have in ((f"with {finding!r}", int(positive.sum())), (f"without {finding!r}", int((~positive).sum()))):
-        if finding is None and label.startswith("with "):
-            continue
+    checks = [(f"with {f!r}", int(positive[:, j].sum()), f) for j, f in enumerate(names)]
+    checks.append(("without any of " + (", ".join(map(repr, names)) or "the findings"),
+                   int((~positive.any(1)).sum()), None))
+    for label, n_have, finding in checks:
         if n_have < need:
             fit = [j for j in range(2, k) if min_positive_patients(j) <= n_have]
             fix = f"set folds (--folds) to {max(fit)} or fewer" if fit else "add data"
             raise UserError(
                 f"folds = {k}: dataset {ds.name!r} has {n_have} {unit} {label}, and {k}-fold cross-validation needs "
                 f"at least {need} (one in every test fold, two left for training and validation); {fix}"
-                + (f", or add more {finding} patients" if fit and label.startswith("with ") else ""))
+                + (f", or add more {finding} patients" if fit and finding else ""))
+    code = (positive * (1 << np.arange(len(names)))).sum(1)  # the combination of findings per patient
     out = []
     for r in range(int(repeats)):
         skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
         rng = np.random.default_rng([seed, r])
-        for f, (trval, test) in enumerate(skf.split(np.zeros(len(patients)), positive)):
+        with warnings.catch_warnings():  # rare combinations below K patients: checked per finding above
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            pairs = list(skf.split(np.zeros(len(patients)), code))
+        for f, (trval, test) in enumerate(pairs):
             part = np.zeros(len(patients), np.int8)
             part[test] = 2
-            part[_carve_val(trval, positive, val_fraction, rng)] = 1
+            part[_carve_val(trval, code, positive, val_fraction, rng)] = 1
             out.append(Fold(r, f, part[inverse]))
     return out, kind

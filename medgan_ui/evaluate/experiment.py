@@ -81,12 +81,11 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        d = {k: v for k, v in d.items() if k != "fractions"}  # configs from before K-fold: no longer apply
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise UserError(f"unknown experiment setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        d.pop("fractions", None)  # configs written before K-fold: the fractions no longer apply
         return cls(**d)
 
 
@@ -162,9 +161,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         if npos < 3:
             raise UserError(f"target {t!r} occurs in only {npos} patient(s) of dataset {ds.name!r}; train, "
                             "validation and test each need at least one positive patient")
-    stratify = min(cfg.targets, key=lambda t: _positive_patients(ds, t))
-    folds, kind = cv_folds(ds, stratify, cfg.folds, cfg.repeats, cfg.seed, cfg.val_fraction)
-    if kind.startswith(OFFICIAL) and cfg.folds != ExperimentConfig.folds:
+    folds, split_kind = cv_folds(ds, cfg.targets, cfg.folds, cfg.repeats, cfg.seed, cfg.val_fraction)
+    if split_kind.startswith(OFFICIAL) and cfg.folds != ExperimentConfig.folds:
         notes_pre = [f"dataset {ds.name!r} has an official split: it is kept, folds = {cfg.folds} does not apply"]
     else:
         notes_pre = []
@@ -186,8 +184,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         info.append(row)
     sources: dict[str, list[S.SyntheticSource]] = {}
     notes: list[str] = ([cfg.alias_note] if cfg.alias_note else []) + notes_pre
-    if kind != KFOLD:
-        notes.append(f"split: {kind}")
+    if split_kind != KFOLD:
+        notes.append(f"split: {split_kind}")
     J = len(folds)
     for spec, (name, ids) in zip(cfg.strategies, parsed):
         if name != "synthetic":
@@ -214,7 +212,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(folds, kind, sources, masks, info, notes)
+    return Plan(folds, split_kind, sources, masks, info, notes)
 
 
 def _classic_augment(preset: str) -> Callable:
@@ -349,5 +347,5 @@ def _write_predictions(path: Path, ds: ImageSet, targets: list[str], part: dict[
     for pname, y, p in (("val", rec["y_val"], rec["p_val"]), ("test", rec["y_test"], rec["p_test"])):
         for r, i in enumerate(part[pname]):
             w.writerow([pname, int(i), ds.patient_id[i], ds.source[i], *y[r].astype(int).tolist(),
-                        *[f"{v:.6g}" for v in p[r]]])
+                        *[f"{v:.9g}" for v in p[r]]])  # 9 digits: float32 round-trips, ranks kept
     atomic_write_text(path, buf.getvalue())
