@@ -89,7 +89,7 @@ def _pooled(y: np.ndarray, oof: OOF, w_img: np.ndarray, rows: np.ndarray | None)
 
 def cluster_bootstrap(y: np.ndarray, patient: np.ndarray, oof: dict[str, OOF], n_boot: int = 1000,
                       seed: int = 0, reference: str | None = "none", rows: np.ndarray | None = None,
-                      alpha: float = 0.05, chunk: int = 200) -> dict[str, dict[str, float]]:
+                      alpha: float = 0.05, chunk: int | None = None) -> dict[str, dict[str, float]]:
     """Pooled out-of-fold AUC per strategy with a patient-cluster bootstrap CI, and the paired
     difference against `reference` with its CI and bootstrap p-value.
 
@@ -112,7 +112,8 @@ def cluster_bootstrap(y: np.ndarray, patient: np.ndarray, oof: dict[str, OOF], n
     to_local[pats] = np.arange(len(pats))
     img_local = to_local[patient]
     reps: dict[str, list[np.ndarray]] = {s: [] for s in oof}
-    for a in range(0, int(n_boot), chunk):  # chunks keep [B, N] weight arrays small
+    chunk = chunk or max(1, min(200, 2_000_000 // max(len(y), 1)))  # [chunk, N] weights: about 16 MB
+    for a in range(0, int(n_boot), chunk):
         c = counts[a:a + chunk]
         w_img = np.where(img_local >= 0, c[:, np.maximum(img_local, 0)], 0).astype(np.float64)
         for s, folds in oof.items():

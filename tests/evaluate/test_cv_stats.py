@@ -97,6 +97,7 @@ def test_cluster_bootstrap_matches_brute_force():
         for k, v in want[s].items():
             assert got[s][k] == pytest.approx(v, abs=1e-10), (s, k)
     assert got["better"]["diff_lo"] < got["better"]["diff"] < got["better"]["diff_hi"]
+    assert cv_stats.cluster_bootstrap(y, pid, oof, n_boot=120, seed=7, chunk=7) == got  # chunking changes nothing
 
 
 def test_cluster_bootstrap_subgroup_is_the_bootstrap_of_the_subgroup():
