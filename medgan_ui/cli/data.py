@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
 
     p = dsub.add_parser("inspect", help="load a dataset (or 'demo') and report counts and skipped files")
-    p.add_argument("path", help="dataset folder or file, or 'demo'")
+    p.add_argument("path", help="dataset folder or file, 'demo' or 'demo:hard'")
     p.add_argument("--format", default=None, help="nih, csv, dicom, folders or medmnist (default: detect)")
     p.add_argument("--size", type=int, default=64, help="square image size, 16-256 (default 64)")
     p.add_argument("--fit", choices=("crop", "pad"), default="crop", help="non-square images: centre crop or pad")
@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("out", help="output folder (gets nih/ and dicom/ inside)")
     q.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--difficulty", choices=("standard", "hard"), default="standard",
+                   help="hard: findings near their threshold, more noise (the 'demo:hard' data source)")
     q.set_defaults(func=_demo)
 
     data.set_defaults(func=lambda _args: data.print_help() or 2)
@@ -75,6 +77,6 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from medgan_ui.data.phantom import write_demo_folders
 
-    info = write_demo_folders(Path(args.out), n=args.n, seed=args.seed)
+    info = write_demo_folders(Path(args.out), n=args.n, seed=args.seed, difficulty=args.difficulty)
     print(json.dumps(info, indent=2, default=str))
     return 0

@@ -13,7 +13,7 @@ def _columns(text: str) -> list[str]:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder or file, or 'demo'")
+    p.add_argument("--data", required=True, help="dataset folder or file, 'demo', or 'demo:hard' (harder phantom)")
     p.add_argument("--format", default=None, help="nih, csv, dicom, folders or medmnist (default: detect)")
     p.add_argument("--image-size", type=int, default=64, help="square image size (default 64)")
     g = p.add_argument_group("generic CSV + folder (as `medgan data inspect`)")
@@ -32,18 +32,23 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="does augmentation help? classifier ROC comparison over K patient-level splits")
+    p = sub.add_parser("evaluate", help="does augmentation help? classifier ROC comparison over patient-level K-fold cross-validation")
     _data_args(p)
     p.add_argument("--target", action="append", required=True, help="target finding; repeat for multi-label")
     p.add_argument("--strategies", type=_columns, default=["none", "oversample"],
                    help="comma list of none, classic, undersample, oversample, synthetic:RUN_OR_SET_ID "
-                        "(synthetic:ID0+ID1+ID2 = one run per split)")
+                        "(synthetic:ID0+ID1+... = one run per fold, folds x repeats of them)")
     p.add_argument("--classifier", default="resnet18", help="resnet18 | vgg19 | fridadar")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (<1 for CPU; 1 = published net)")
     p.add_argument("--init", default="scratch", help="scratch | imagenet:PATH (local torchvision file) | segmentation")
     p.add_argument("--masks", default=None, help="mask folder for --init segmentation (PNG per image stem)")
     p.add_argument("--freeze-encoder", action="store_true", help="segmentation init: train only the head")
-    p.add_argument("--splits", type=int, default=3)
+    p.add_argument("--folds", type=int, default=None,
+                   help="K of the patient-level K-fold cross-validation (default 5; an official split is kept)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat the K folds R times with other seeds (default 1)")
+    p.add_argument("--splits", type=int, default=None, help="deprecated: read as --folds")
+    p.add_argument("--specificity", type=float, default=0.9, help="also report sensitivity at this specificity")
+    p.add_argument("--n-boot", type=int, default=1000, help="patient-cluster bootstrap replicates (default 1000)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
@@ -103,15 +108,17 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
-    from medgan_ui.evaluate.results import table_rows
+    from medgan_ui.evaluate.results import subgroup_rows, table_rows
     from medgan_ui.workspace import Workspace
 
     mode, value = ("count", float(args.synthetic_count)) if args.synthetic_count else ("ratio", args.synthetic_ratio or 1.0)
     cfg = ExperimentConfig(
         targets=args.target, strategies=args.strategies, data=args.data, data_format=args.format,
         data_options=_options(args), image_size=args.image_size, classifier=args.classifier, width=args.width,
-        init=args.init, masks_dir=args.masks, freeze_encoder=args.freeze_encoder, splits=args.splits,
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+        init=args.init, masks_dir=args.masks, freeze_encoder=args.freeze_encoder,
+        folds=args.folds if args.folds is not None else 5, repeats=args.repeats, specificity=args.specificity,
+        n_boot=args.n_boot, splits=args.splits if args.folds is None else None, epochs=args.epochs,
+        patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         synthetic_mode=mode, synthetic_value=value, seed=args.seed, device=args.device)
     update, close = _bar()
     try:
@@ -121,8 +128,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out["results"], indent=2, default=str))
     else:
-        _print_table(table_rows(out["results"]))
-        for note in out["results"]["notes"]:
+        res = out["results"]
+        print(f"split: {res['split_kind']}; {len(res['complete_folds'])} fold(s) finished by every strategy")
+        _print_table(table_rows(res))
+        sub = subgroup_rows(res)
+        if sub:
+            print("\nper general label value:")
+            _print_table(sub)
+        print(f"\nmethod: {res['method']}")
+        for note in res["notes"]:
             print(f"note: {note}")
         print(f"experiment {out['id']} ({out['status']}): {out['dir']}")
     return 0 if out["status"] == "done" else 1

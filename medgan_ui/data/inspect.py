@@ -5,6 +5,7 @@ from typing import Any
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.readers.base import Report
+from medgan_ui.data.split import patient_ids_known, split_note
 
 
 def inspect_report(ds: ImageSet) -> dict[str, Any]:
@@ -27,6 +28,8 @@ def inspect_report(ds: ImageSet) -> dict[str, Any]:
         "cells": counts["cells"],
         "split": counts.get("split"),
         "split_stratified_on": (ds.meta.get("split") or {}).get("stratify"),
+        "split_note": split_note(ds) if ds.split is not None else None,
+        "patient_ids": patient_ids_known(ds),
         "masks": list(ds.mask_names),
         "missing_images": report.missing_images,
         "missing_examples": report.missing_examples,
@@ -41,7 +44,8 @@ def format_report(d: dict[str, Any]) -> str:
         f"dataset   {d['name']}  ({d['format']}, {d['image_size']}x{d['image_size']}"
         f"{', from cache' if d['loaded_from_cache'] else ''})",
         f"source    {d['source']}",
-        f"images    {d['images']}   patients {d['patients']}",
+        f"images    {d['images']}   patients {d['patients']}"
+        + ("" if d.get("patient_ids", True) else "  (no patient ids: one id per image)"),
     ]
     for name, per_value in d["general"].items():
         lines.append(f"{name:<9} " + "   ".join(f"{v} {n}" for v, n in per_value.items()))
@@ -55,8 +59,10 @@ def format_report(d: dict[str, Any]) -> str:
         for f in [*d["findings"], "No Finding"]:
             lines.append(f"          {f:<{width + 2}}" + "".join(f"{cells[v].get(f, 0):>8}" for v in values))
     if d["split"]:
-        how = f"  (patient-level, stratified on {d['split_stratified_on']})" if d.get("split_stratified_on") else ""
+        how = f"  (stratified on {d['split_stratified_on']})" if d.get("split_stratified_on") else ""
         lines.append("split     " + "   ".join(f"{k} {v}" for k, v in d["split"].items()) + how)
+        if d.get("split_note"):
+            lines.append(f"          {d['split_note']}")
     if d["masks"]:
         lines.append("masks     " + ", ".join(d["masks"]))
     if d["missing_images"]:

@@ -40,7 +40,8 @@ def load_dataset(
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     use_cache: bool = True,
 ) -> ImageSet:
-    """Load a dataset folder/file (or "demo"), using the workspace cache when it is current.
+    """Load a dataset folder/file (or "demo", or "demo:hard" = the harder phantom), using the
+    workspace cache when it is current.
 
     stratify: finding name to stratify the patient-level split on, "auto" (the rarest finding that
     can reach every part, see data/split.py) or None. Sets that carry their own split (MedMNIST,
@@ -48,8 +49,8 @@ def load_dataset(
     """
     opts = dataclasses.replace(options or ReadOptions(), report=Report())  # fresh report per load
     fractions = tuple(float(f) for f in fractions)
-    is_demo = str(source) == "demo"
-    if is_demo:
+    difficulty = demo_difficulty(source)
+    if difficulty is not None:
         fmt, root = "demo", None
     else:
         root = Path(source).expanduser().resolve()
@@ -57,8 +58,8 @@ def load_dataset(
         get_reader(fmt)  # unknown names fail here with the list of formats
     ws = workspace or Workspace()
     split_params = {"stratify": stratify, "seed": split_seed, "fractions": list(fractions)}
-    fp = fingerprint(root, fmt, opts, split_params, exclude=ws.root)
-    name = "demo" if root is None else root.stem if root.is_file() else root.name
+    fp = fingerprint(root, fmt, opts, split_params, exclude=ws.root, difficulty=difficulty)
+    name = str(source) if root is None else root.stem if root.is_file() else root.name
     cache_dir = ws.dataset_dir(f"{_slug(name)}-{fp[:10]}")
     cache_file = cache_dir / "cache.npz"
     if use_cache and cache_file.is_file():
@@ -69,7 +70,7 @@ def load_dataset(
         if ds is not None and ds.meta.get("fingerprint") == fp:
             ds.meta["loaded_from_cache"] = True
             return ds
-    ds = _read(root, fmt, opts)
+    ds = _read(root, fmt, opts, difficulty)
     ds.meta.update(name=name, format=fmt, source_root=str(root) if root else "demo")  # named in split errors
     ds = _split(ds, stratify, fractions, split_seed)
     ds.meta.update(
@@ -85,11 +86,23 @@ def load_dataset(
     return ds
 
 
-def _read(root: Path | None, fmt: str, opts: ReadOptions) -> ImageSet:
+def demo_difficulty(source: str | Path) -> str | None:
+    """'demo' -> 'standard', 'demo:hard' -> 'hard', anything else (a path) -> None."""
+    s = str(source)
+    if s == "demo":
+        return "standard"
+    if s.startswith("demo:"):
+        from medgan_ui.data.phantom import check_difficulty
+
+        return check_difficulty(s[len("demo:"):])
+    return None
+
+
+def _read(root: Path | None, fmt: str, opts: ReadOptions, difficulty: str | None = None) -> ImageSet:
     if root is None:
         from medgan_ui.data.phantom import demo_imageset  # built-in phantom (own module, heavier)
 
-        return demo_imageset(n=DEMO_N, size=opts.size, seed=DEMO_SEED)
+        return demo_imageset(n=DEMO_N, size=opts.size, seed=DEMO_SEED, difficulty=difficulty or "standard")
     return get_reader(fmt).read(root, opts)
 
 
@@ -135,7 +148,7 @@ def source_stats(root: Path, opts: ReadOptions, exclude: Path | None = None) -> 
 
 
 def fingerprint(root: Path | None, fmt: str, opts: ReadOptions, split_params: dict[str, Any],
-                exclude: Path | None = None) -> str:
+                exclude: Path | None = None, difficulty: str | None = None) -> str:
     h = hashlib.sha256()
     key = {"format": fmt, "options": opts.cache_key(), "split": split_params,
            "cache_version": CACHE_VERSION, "loader_version": LOADER_VERSION}
@@ -145,6 +158,8 @@ def fingerprint(root: Path | None, fmt: str, opts: ReadOptions, split_params: di
 
         key["demo"] = {"n": DEMO_N, "seed": DEMO_SEED,
                        "code": hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()}
+        if difficulty not in (None, "standard"):  # the standard demo keeps its old key
+            key["demo"]["difficulty"] = difficulty
     h.update(json.dumps(key, sort_keys=True, default=str).encode())
     if root is not None:
         h.update("".join(f"{rel}\0{size}\0{mtime}\n" for rel, size, mtime in source_stats(root, opts, exclude)).encode())

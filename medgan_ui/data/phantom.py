@@ -7,7 +7,13 @@ linear ramps one pixel wide (a box-filtered edge), so rendering at the target si
 antialiased and no supersampling is needed. Everything is batched numpy on [B, H, W].
 
 Patients own their anatomy and findings; follow-ups re-use them with a new pose, view, inspiration
-and exposure. Coordinates are anatomical: x grows to the image right (the patient's left, as a PA
+and exposure.
+
+Difficulty: "standard" (the default demo) draws every finding well clear of normal anatomy, so a
+classifier separates them almost perfectly. "hard" draws findings near their threshold and normals
+just below it (cardiothoracic ratio 0.50-0.56 vs 0.43-0.50, so AP magnification pushes some normals
+over 0.5), small effusions, faint small nodules, and more detector noise: a test bed on which
+augmentation strategies can differ (`medgan data demo --difficulty hard`, data source "demo:hard"). Coordinates are anatomical: x grows to the image right (the patient's left, as a PA
 film is read), y grows downward; each side of the chest is drawn with X = +-x, 0 at the midline.
 """
 from __future__ import annotations
@@ -35,6 +41,14 @@ HEART_SIN, HEART_COS = float(np.sin(0.5)), float(np.cos(0.5))  # long axis about
 # elementwise ops run on one thread: torch split each small op over threads with a barrier each,
 # which on a busy 2-core machine made 2,000 images take 55 s instead of 3 s.
 CHUNK_PIXELS = 262144
+DIFFICULTIES = ("standard", "hard")
+# per difficulty: finding ranges, nodule contrast, detector noise (sigma range, in [0, 1] gray units)
+SETTINGS: dict[str, dict[str, tuple[float, float] | float]] = {
+    "standard": {"ctr_pos": (0.57, 0.66), "ctr_neg": (0.36, 0.44), "eff_h": (0.25, 0.45), "nod_r": (0.05, 0.075),
+                 "nod_i": 0.45, "noise": (0.004, 0.014)},
+    "hard": {"ctr_pos": (0.50, 0.56), "ctr_neg": (0.43, 0.50), "eff_h": (0.06, 0.16), "nod_r": (0.03, 0.045),
+             "nod_i": 0.2, "noise": (0.03, 0.06)},
+}
 
 
 @dataclass
@@ -59,8 +73,19 @@ def _pick_patients(rng: np.random.Generator, counts: np.ndarray, target: float) 
     return pos
 
 
-def _patient_params(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-patient anatomy and findings, and the patient index of each image (images grouped by patient)."""
+def check_difficulty(difficulty: str) -> str:
+    if difficulty not in DIFFICULTIES:
+        raise UserError(f"phantom difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
+    return difficulty
+
+
+def _patient_params(rng: np.random.Generator, n: int, difficulty: str = "standard"
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-patient anatomy and findings, and the patient index of each image (images grouped by patient).
+
+    Every difficulty makes the same random draws in the same order (only the ranges differ), so the
+    standard demo is unchanged by the existence of the others."""
+    cfg = SETTINGS[difficulty]
     counts = []
     while sum(counts) < n:
         counts.append(int(rng.choice(6, p=FOLLOWUP_WEIGHTS)) + 1)
@@ -90,15 +115,18 @@ def _patient_params(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndar
         "age": rng.integers(18, 86, P).astype(np.float64),
     }
     pos = {f: _pick_patients(rng, counts_a, PREVALENCE[f] * n) for f in FINDINGS}
-    # cardiomegaly: heart wider than half the chest; normals clearly below (even with AP magnification)
-    p["ctr"] = np.where(pos["Cardiomegaly"], u(0.57, 0.66), u(0.36, 0.44))
+    # cardiomegaly: heart wider than half the chest; standard: normals clearly below (even with AP
+    # magnification); hard: both near 0.5
+    p["ctr"] = np.where(pos["Cardiomegaly"], u(*cfg["ctr_pos"]), u(*cfg["ctr_neg"]))
+    p["cardiomegaly"] = pos["Cardiomegaly"].astype(np.float64)  # the label (hard ranges touch 0.5)
     side = rng.integers(0, 3, P)  # effusion on the right, left or both sides
     p["eff_r"] = (pos["Effusion"] & (side != 1)).astype(np.float64)
     p["eff_l"] = (pos["Effusion"] & (side != 0)).astype(np.float64)
-    p["eff_h"] = u(0.25, 0.45)
+    p["eff_h"] = u(*cfg["eff_h"])
     p["nodule"] = pos["Nodule"].astype(np.float64)
     p["nod_side"] = np.where(rng.random(P) < 0.5, -1.0, 1.0)
-    p["nod_X"], p["nod_y"], p["nod_r"] = u(0.32, 0.62), u(-0.45, 0.1), u(0.05, 0.075)
+    p["nod_X"], p["nod_y"], p["nod_r"] = u(0.32, 0.62), u(-0.45, 0.1), u(*cfg["nod_r"])
+    p["nod_i"] = np.full(P, float(cfg["nod_i"]))  # type: ignore[arg-type]
     return p, np.repeat(np.arange(P), counts_a)
 
 
@@ -234,7 +262,7 @@ def _render(p: dict[str, np.ndarray], tex: np.ndarray, noise: np.ndarray, size: 
     # nodule: a small round opacity in one lung
     on = p["nodule"] * (1 - np.abs((p["nod_side"] > 0) - left))
     r = _ellipse_sd(X, y, p["nod_X"], p["nod_y"], p["nod_r"], p["nod_r"])
-    d = d + on * 0.45 * np.sqrt(np.clip(r / p["nod_r"] * 2, 0, 1)) * _ramp(r, pxa)
+    d = d + on * p["nod_i"] * np.sqrt(np.clip(r / p["nod_r"] * 2, 0, 1)) * _ramp(r, pxa)
     # gastric air bubble under the left hemidiaphragm
     bubble = _ramp(_ellipse_sd(x, y, 0.42, p["dome"] + 0.15 + p["insp"], 0.1, 0.06), pxa)
     d = d - 0.25 * p["bubble"] * bubble
@@ -249,13 +277,14 @@ def _render(p: dict[str, np.ndarray], tex: np.ndarray, noise: np.ndarray, size: 
 
 
 # ---- the data set ----------------------------------------------------------------------------
-def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
+def generate(n: int = 2000, size: int = 64, seed: int = 0, difficulty: str = "standard") -> Demo:
     """The phantom set with its extra per-image facts (ages, follow-up numbers, drawn ratios)."""
     check_size(size)
+    check_difficulty(difficulty)
     if n < 1:
         raise UserError(f"number of demo images must be at least 1, got {n}")
     rng = np.random.default_rng([seed, VERSION])
-    pp, pat = _patient_params(rng, n)
+    pp, pat = _patient_params(rng, n, difficulty)
     followup = np.zeros(n, np.int64)
     for i in range(1, n):
         followup[i] = followup[i - 1] + 1 if pat[i] == pat[i - 1] else 0
@@ -273,7 +302,7 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
     )
     im["clav"] = im["clav"] - 0.06 * ap  # AP: clavicles project higher
     im["age"] = im["age"] + np.minimum(followup * rng.integers(0, 2, n), 5)
-    sigma = u(0.004, 0.014)
+    sigma = u(*SETTINGS[difficulty]["noise"])
     tex_all = rng.standard_normal((len(pp["W"]), 24, 24), dtype=np.float32)
     noise_all = rng.standard_normal((n, size, size), dtype=np.float32) * sigma[:, None, None].astype(np.float32)
     images = np.empty((n, size, size), np.uint8)
@@ -285,9 +314,10 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
         images[a:b], lungs, heart = _render(p, tex_all[pat[a:b]], noise_all[a:b], size)
         masks[a:b, 0], masks[a:b, 1] = lungs * np.uint8(255), heart * np.uint8(255)
 
+    tag = "" if difficulty == "standard" else f"-{difficulty}"  # the standard demo keeps its old names
     general = torch.from_numpy(np.stack([pp["male"][pat].astype(np.int64), (~ap).astype(np.int64)], 1))
     detailed = torch.from_numpy(
-        np.stack([pp["ctr"][pat] > 0.5, (im["eff_r"] + im["eff_l"]) > 0, im["nodule"] > 0], 1).astype(np.uint8)
+        np.stack([pp["cardiomegaly"][pat] > 0, (im["eff_r"] + im["eff_l"]) > 0, im["nodule"] > 0], 1).astype(np.uint8)
     )
     ims = ImageSet(
         images=torch.from_numpy(images),
@@ -297,26 +327,27 @@ def generate(n: int = 2000, size: int = 64, seed: int = 0) -> Demo:
         findings=list(FINDINGS),
         detailed=detailed,
         patient_id=np.array([str(k + 1) for k in pat]),
-        source=[f"phantom:{seed}:{i}" for i in range(n)],
+        source=[f"phantom{tag}:{seed}:{i}" for i in range(n)],
         masks=torch.from_numpy(masks),
         mask_names=["lungs", "heart"],
-        meta={"name": "demo", "format": "phantom", "seed": seed, "size": size, "n": n,
-              "fingerprint": f"phantom-v{VERSION}-seed{seed}-n{n}-size{size}"},
+        meta={"name": f"demo{tag.replace('-', ':')}", "format": "phantom", "seed": seed, "size": size, "n": n,
+              "difficulty": difficulty, "fingerprint": f"phantom{tag}-v{VERSION}-seed{seed}-n{n}-size{size}"},
     )
     ctr = im["ctr"] * im["heart_mag"]
     return Demo(ims, im["age"].astype(np.int64), followup, pat + 1, ctr)
 
 
-def demo_imageset(n: int = 2000, size: int = 64, seed: int = 0) -> ImageSet:
+def demo_imageset(n: int = 2000, size: int = 64, seed: int = 0, difficulty: str = "standard") -> ImageSet:
     """The built-in demo dataset: n phantom chest radiographs (sex, view; Cardiomegaly, Effusion, Nodule)."""
-    return generate(n, size, seed).imageset
+    return generate(n, size, seed, difficulty).imageset
 
 
-def write_demo_folders(out: str | Path, n: int = 2000, seed: int = 0, size: int = 64) -> dict[str, Any]:
+def write_demo_folders(out: str | Path, n: int = 2000, seed: int = 0, size: int = 64,
+                       difficulty: str = "standard") -> dict[str, Any]:
     """The demo written as OUT/nih (NIH layout), OUT/dicom (+ labels.csv) and OUT/masks; see demo_folders."""
     from medgan_ui.data.demo_folders import write_demo_folders as write  # imports this module
 
-    return write(out, n=n, seed=seed, size=size)
+    return write(out, n=n, seed=seed, size=size, difficulty=difficulty)
 
 
 # ---- a check on images: the cardiothoracic ratio --------------------------------------------

@@ -1,12 +1,14 @@
 """The augmentation-comparison experiment: does synthetic augmentation help the rare-class classifier?
 
-For each of K patient-level splits (seed shared by every strategy, so all strategies see the same
-train/val/test patients and the same classifier initialisation), and each strategy, train a
-classifier with early stopping on validation, pick a threshold on validation (Youden) and score the
-test part. Everything bad about the inputs is checked before the first epoch (`validate`).
+Disjoint patient-level K-fold cross-validation (data/split.py cv_folds), optionally repeated R times
+with other seeds; a dataset with an official split keeps it and the repeats vary only the seeds. For
+each fold (seed shared by every strategy, so all strategies see the same train/val/test patients and
+the same classifier initialisation) and each strategy, train a classifier with early stopping on
+validation, pick a threshold on validation (Youden) and score the test fold. Every input problem is
+checked before the first epoch (`validate`). The statistics are in results.py / cv_stats.py.
 
-Writes experiments/<id>/: config.json, manifest.json, predictions/split<k>-<strategy>.csv,
-results.json, results.csv, roc.png, confusion.png.
+Writes experiments/<id>/: config.json, manifest.json, predictions/repeat<r>-fold<f>-<strategy>.csv,
+results.json, results.csv, results_subgroups.csv, roc.png, confusion.png.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
+from medgan_ui.data.split import KFOLD, OFFICIAL, Fold, cv_folds
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
@@ -51,8 +54,11 @@ class ExperimentConfig:
     freeze_encoder: bool = False  # segmentation init: train only the head on frozen U-Net features
     masks_dir: str | None = None  # segmentation init on data without built-in masks
     seg_epochs: int = 10
-    splits: int = 3
-    fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    folds: int = 5  # K of the patient-level K-fold cross-validation (ignored with an official split)
+    repeats: int = 1  # R: the K folds again with other seeds
+    val_fraction: float = 0.125  # of the training folds' patients, held out for early stopping
+    specificity: float = 0.9  # sensitivity is also reported at this specificity
+    splits: int | None = None  # deprecated: the old repeated-split count, now read as folds
     seed: int = 0
     epochs: int = 30
     patience: int = 5
@@ -67,8 +73,16 @@ class ExperimentConfig:
     device: str | None = None
     name: str = ""
 
+    def __post_init__(self) -> None:
+        self.alias_note = ""  # not a field: config.json keeps only the resolved folds
+        if self.splits is not None:
+            self.alias_note = (f"'splits' is deprecated: splits = {self.splits} was read as folds = {self.splits} "
+                               "(patient-level K-fold cross-validation); use folds (--folds) and repeats (--repeats)")
+            self.folds, self.splits = int(self.splits), None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        d = {k: v for k, v in d.items() if k != "fractions"}  # configs from before K-fold: no longer apply
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -78,13 +92,21 @@ class ExperimentConfig:
 
 @dataclass
 class Plan:
-    """What validate() resolved: the K split arrays, the synthetic sources per strategy, the masks."""
+    """What validate() resolved: the folds, the synthetic sources per strategy (one per fold), the masks."""
 
-    splits: list[np.ndarray]
+    folds: list[Fold]
+    split_kind: str
     sources: dict[str, list[S.SyntheticSource]]
     masks: tuple[np.ndarray, torch.Tensor, list[str]] | None
     split_info: list[dict[str, Any]]
     notes: list[str]
+
+    def label(self, j: int) -> str:
+        f = self.folds[j]
+        n_f = 1 + max(x.fold for x in self.folds)
+        n_r = 1 + max(x.repeat for x in self.folds)
+        return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
+            f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
 
 
 def _slug(s: str) -> str:
@@ -125,35 +147,31 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     kind, weights = parse_init(cfg.init)
     if kind == "imagenet":
         check_weights_file(weights or "")
-    for name, lo in (("splits", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1), ("n_boot", 100)):
+    for name, lo in (("folds", 1), ("repeats", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1), ("n_boot", 100)):
         if int(getattr(cfg, name)) < lo:
             raise UserError(f"{name} must be at least {lo}, got {getattr(cfg, name)}")
+    if not 0 < cfg.specificity < 1:
+        raise UserError(f"specificity must be between 0 and 1 (e.g. 0.9), got {cfg.specificity}")
     if cfg.synthetic_mode not in ("ratio", "count") or cfg.synthetic_value <= 0:
         raise UserError(f"synthetic top-up must be 'ratio' or 'count' with a positive value, got "
                         f"{cfg.synthetic_mode} {cfg.synthetic_value}")
     if cfg.classic not in ("chest", "frid-adar"):
         raise UserError(f"classic augmentation preset must be 'chest' or 'frid-adar', got {cfg.classic!r}")
-    if len(cfg.fractions) != 3 or min(cfg.fractions) <= 0:
-        raise UserError(f"fractions must be three positive numbers (train, val, test), got {cfg.fractions}")
-    n_pat = ds.n_patients()
-    if n_pat < 3 * cfg.splits:
-        # with fewer than 3K patients the K repeated splits would mostly reuse the same test patients
-        raise UserError(f"dataset {ds.name!r} has {n_pat} patients: too few for {cfg.splits} splits into "
-                        f"train/val/test (need at least {3 * cfg.splits}); use fewer splits or more data")
     for t in cfg.targets:
         npos = _positive_patients(ds, t)
         if npos < 3:
             raise UserError(f"target {t!r} occurs in only {npos} patient(s) of dataset {ds.name!r}; train, "
                             "validation and test each need at least one positive patient")
-    from medgan_ui.data.split import k_splits
-
-    stratify = min(cfg.targets, key=lambda t: _positive_patients(ds, t))
-    splits = k_splits(ds, cfg.splits, stratify, tuple(cfg.fractions), cfg.seed)
+    folds, split_kind = cv_folds(ds, cfg.targets, cfg.folds, cfg.repeats, cfg.seed, cfg.val_fraction)
+    if split_kind.startswith(OFFICIAL) and cfg.folds != ExperimentConfig.folds:
+        notes_pre = [f"dataset {ds.name!r} has an official split: it is kept, folds = {cfg.folds} does not apply"]
+    else:
+        notes_pre = []
     info = []
-    for k, sp in enumerate(splits):
-        row: dict[str, Any] = {"split": k}
+    for j, fold in enumerate(folds):
+        row: dict[str, Any] = {"index": j, "repeat": fold.repeat, "fold": fold.fold}
         for p, part in enumerate(PARTS):
-            rows = np.flatnonzero(sp == p)
+            rows = np.flatnonzero(fold.split == p)
             row[part] = {"images": int(len(rows)), "patients": int(len(np.unique(ds.patient_id[rows])))}
             for t in cfg.targets:
                 pos = int(ds.detailed[torch.as_tensor(rows), ds.findings.index(t)].sum()) if len(rows) else 0
@@ -161,25 +179,28 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
                 if pos == 0 or pos == len(rows):
                     what = "positive" if pos == 0 else "negative"
                     raise UserError(
-                        f"split {k}: the {part} part has no {what} image of {t!r} ({len(rows)} images); the dataset "
-                        f"has {_positive_patients(ds, t)} patients with {t}. Use fewer splits, other fractions "
-                        f"({cfg.fractions}) or a more common finding")
+                        f"fold {j} (repeat {fold.repeat}, fold {fold.fold}): the {part} part has no {what} image of "
+                        f"{t!r} ({len(rows)} images); the dataset has {_positive_patients(ds, t)} patients with {t}. "
+                        f"Use fewer folds (folds = {cfg.folds}) or a more common finding")
         info.append(row)
     sources: dict[str, list[S.SyntheticSource]] = {}
-    notes: list[str] = []
+    notes: list[str] = ([cfg.alias_note] if cfg.alias_note else []) + notes_pre
+    if split_kind != KFOLD:
+        notes.append(f"split: {split_kind}")
+    J = len(folds)
     for spec, (name, ids) in zip(cfg.strategies, parsed):
         if name != "synthetic":
             continue
-        if len(ids) not in (1, cfg.splits):
-            raise UserError(f"strategy {spec!r}: give one id, or one per split ({cfg.splits}) joined by '+'")
+        if len(ids) not in (1, J):
+            raise UserError(f"strategy {spec!r}: give one id, or one per fold ({J} = folds x repeats) joined by '+'")
         srcs = [S.open_source(ws, i, cfg.device) for i in ids]
         for src in srcs:
             S.check_source(src, ds, cfg.targets)
-        sources[spec] = srcs * cfg.splits if len(srcs) == 1 else srcs
+        sources[spec] = srcs * J if len(srcs) == 1 else srcs
         if len(srcs) == 1:
-            notes.append(f"{spec}: one synthetic source for all {cfg.splits} splits; if it was trained on images of "
-                         "patients that are in a split's test part, that split flatters the synthetic strategy. "
-                         "For a strict comparison give one run per split trained on that split's train part "
+            notes.append(f"{spec}: one synthetic source for all {J} folds; if it was trained on images of "
+                         "patients that are in a fold's test part, that fold flatters the synthetic strategy. "
+                         "For a strict comparison give one run per fold trained on that fold's train part "
                          "(synthetic:ID0+ID1+...).")
     masks = None
     if kind == "segmentation":
@@ -192,7 +213,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(splits, sources, masks, info, notes)
+    return Plan(folds, split_kind, sources, masks, info, notes)
 
 
 def _classic_augment(preset: str) -> Callable:
@@ -221,34 +242,38 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     tidx = [ds.findings.index(t) for t in cfg.targets]
     labels = ds.detailed[:, tidx].numpy().astype(bool)
     records: list[dict[str, Any]] = []
-    seg_cache: dict[int, tuple[dict, dict]] = {}  # split -> segmentation-pretrained weights, shared by strategies
-    n_jobs = cfg.splits * len(cfg.strategies)
+    seg_cache: dict[int, tuple[dict, dict]] = {}  # fold -> segmentation-pretrained weights, shared by strategies
+    n_jobs = len(plan.folds) * len(cfg.strategies)
     status = "done"
-    for k, sp in enumerate(plan.splits):
-        part = {p: np.flatnonzero(sp == i) for i, p in enumerate(PARTS)}
+    for k, fold in enumerate(plan.folds):
+        part = {p: np.flatnonzero(fold.split == i) for i, p in enumerate(PARTS)}
+        where = plan.label(k)
         for j, spec in enumerate(cfg.strategies):
             if stop():
                 status = "stopped"
                 break
             job = k * len(cfg.strategies) + j
-            base = {"split": k, "strategy": spec}
+            base = {"fold": k, "strategy": spec}
             emit({**base, "stage": "prepare", "epoch": 0, "progress": job / n_jobs,
-                  "message": f"split {k + 1}/{cfg.splits}, {spec}: building the training set"})
+                  "message": f"{where}, {spec}: building the training set"})
             rec = _one(cfg, plan, ds, labels, part, k, spec, device,
-                       lambda e, job=job, base=base: emit({**base, "stage": "train", "epoch": e["epoch"],
-                                                           "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
-                                                           "message": f"split {k + 1}/{cfg.splits}, {spec}: epoch "
-                                                                      f"{e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
+                       lambda e, job=job, base=base, where=where: emit(
+                           {**base, "stage": "train", "epoch": e["epoch"],
+                            "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
+                            "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
                        stop, seg_cache)
             if rec["stopped"]:  # a half-trained model must not enter the statistics
                 status = "stopped"
                 break
-            _write_predictions(out / "predictions" / f"split{k}-{_slug(spec)}.csv", ds, cfg.targets, part, rec)
+            rec.update(repeat=fold.repeat, fold_in_repeat=fold.fold, idx_test=part["test"],
+                       n_fit=int(len(part["train"]) + len(part["val"])))
+            _write_predictions(out / "predictions" / f"repeat{fold.repeat}-fold{fold.fold}-{_slug(spec)}.csv",
+                               ds, cfg.targets, part, rec)
             records.append(rec)
         if status == "stopped":
             break
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
-    results = summarise(cfg, records, plan.split_info, plan.notes, status)
+    results = summarise(cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
@@ -260,10 +285,10 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
 def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, part: dict[str, np.ndarray],
          k: int, spec: str, device: torch.device, on_epoch: Callable, stop: Callable[[], bool],
          seg_cache: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
-    """Train and score one (split, strategy)."""
+    """Train and score one (fold k, strategy)."""
     t0 = time.perf_counter()
     name, _ = S.parse_strategy(spec)
-    seed = cfg.seed * 1000 + k  # the same for every strategy of split k
+    seed = cfg.seed * 1000 + k  # the same for every strategy of fold k (repeats of an official split differ here)
     tr = part["train"]
     y_tr = labels[tr]
     if name == "undersample":
@@ -279,18 +304,18 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         needs = S.synthetic_needs(y_tr, cfg.synthetic_mode, cfg.synthetic_value)
         xs, ys, n_distinct = S.synthetic_images(src, ds.subset(tr), cfg.targets, needs, seed)
         x_train, y_train, n_synth = torch.cat([x_train, xs]), np.concatenate([y_train, ys]), len(xs)
-    torch.manual_seed(seed)  # same initial weights for every strategy of this split
+    torch.manual_seed(seed)  # same initial weights for every strategy of this fold
     model = build_classifier(cfg.classifier, len(cfg.targets), ds.size, cfg.width, cfg.init).to(device)
     model.set_mean_image(ds.images[torch.as_tensor(tr)].to(device).unsqueeze(1).float() / 255.0)
     seg = None
     if cfg.init == "segmentation" and plan.masks is not None:
         from medgan_ui.evaluate.segmentation import freeze_encoder, pretrain_segmentation
 
-        if k not in seg_cache:  # the U-Net depends on the split only, not on the strategy
+        if k not in seg_cache:  # the U-Net depends on the fold only, not on the strategy
             m_idx, m, _ = plan.masks
             keep = np.isin(m_idx, tr)  # only training-part images: the test part must not shape features
             if keep.sum() < 2:
-                raise UserError(f"split {k}: fewer than 2 training images have masks; segmentation init needs more")
+                raise UserError(f"fold {k}: fewer than 2 training images have masks; segmentation init needs more")
             info = pretrain_segmentation(model, ds.images[torch.as_tensor(m_idx[keep])],
                                          m[torch.as_tensor(np.flatnonzero(keep))], epochs=cfg.seg_epochs,
                                          batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, device=device,
@@ -308,7 +333,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
                            settings, augment=_classic_augment(cfg.classic) if name == "classic" else None,
                            on_epoch=on_epoch, should_stop=stop)
     return {
-        "split": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
+        "fold": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
         "n_synthetic_distinct": int(n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
@@ -323,5 +348,5 @@ def _write_predictions(path: Path, ds: ImageSet, targets: list[str], part: dict[
     for pname, y, p in (("val", rec["y_val"], rec["p_val"]), ("test", rec["y_test"], rec["p_test"])):
         for r, i in enumerate(part[pname]):
             w.writerow([pname, int(i), ds.patient_id[i], ds.source[i], *y[r].astype(int).tolist(),
-                        *[float(f"{v:.6g}") for v in p[r]]])
+                        *[float(f"{v:.9g}") for v in p[r]]])  # 9 digits: float32 round-trips, ranks kept
     atomic_write_text(path, buf.getvalue())

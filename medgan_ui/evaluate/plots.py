@@ -23,16 +23,17 @@ def roc_figure(results: dict[str, Any]) -> Figure:
         per = results["targets"][target]
         for s in [s for s in results["config"]["strategies"] if s in per]:  # configured order, not JSON's
             e = per[s]
-            for p in e["per_split"]:  # faint per-split curves show the spread between splits
+            for p in e["per_fold"]:  # faint per-fold curves show the spread between folds
                 ax.plot(p["roc"]["fpr"], p["roc"]["tpr"], lw=0.6, alpha=0.25, color=_color(results, s))
-            label = f"{s}: AUC {e['auc_mean']:.3f} ± {e['auc_sd']:.3f}"
-            d = e.get("delong_vs_none")
+            lo, hi = e["auc_pooled_ci95"]
+            label = f"{s}: AUC {e['auc_pooled']:.3f} [{lo:.3f}, {hi:.3f}]"
+            d = e.get("vs_none")
             if d is not None:
-                label += f" (p={d['combined_p']:.3g})"
+                label += f" (p={d.get('p_bootstrap_holm', d['p_bootstrap']):.3g})"
             ax.plot(e["roc_mean"]["fpr"], e["roc_mean"]["tpr"], lw=2, color=_color(results, s), label=label)
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)",
-               title=f"{target}: test ROC ({len(results.get('complete_splits', []))} splits)")
+               title=f"{target}: test ROC ({len(results.get('complete_folds', []))} folds)")
         ax.set_aspect("equal")
         # below the axes: run ids make long labels that would hide the curves
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)

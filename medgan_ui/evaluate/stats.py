@@ -1,7 +1,9 @@
-"""Statistics for classifier comparisons: AUC, fast DeLong, bootstrap CI, Youden threshold, sens/spec.
+"""Statistics for one set of scored images: AUC, fast DeLong, Youden threshold, sens/spec, ROC points.
 
 Everything takes plain numpy arrays (labels 0/1, scores any real numbers) so it can be checked against
-scikit-learn and hand-computed cases.
+scikit-learn and hand-computed cases. DeLong treats images as independent: valid for two classifiers
+on the same test images of distinct patients. Comparisons over cross-validation folds, with several
+images per patient, use cv_stats.py (patient-cluster bootstrap, corrected t-test, Holm).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from scipy import stats as _st
 from sklearn.metrics import roc_curve
 
 __all__ = [
-    "auc", "delong_cov", "delong_test", "bootstrap_auc_ci", "youden_threshold",
-    "confusion_at", "sens_spec", "roc_points", "stouffer", "welch_t",
+    "auc", "delong_cov", "delong_test", "youden_threshold",
+    "confusion_at", "sens_spec", "roc_points", "welch_t",
 ]
 
 
@@ -65,43 +67,6 @@ def delong_test(y: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict[str, floa
         z = diff / float(np.sqrt(var))
         p = float(2 * _st.norm.sf(abs(z)))
     return {"auc1": float(aucs[0]), "auc2": float(aucs[1]), "diff": diff, "z": float(z), "p": p}
-
-
-def stouffer(zs: Sequence[float]) -> dict[str, float]:
-    """Combine per-split z scores (assumes independent splits; repeated splits overlap, so approximate)."""
-    zs = np.asarray(list(zs), dtype=np.float64)
-    z = float(zs.sum() / np.sqrt(len(zs)))
-    return {"z": z, "p": float(2 * _st.norm.sf(abs(z)))}
-
-
-def _auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """AUC per row for [B, m] positive and [B, n] negative scores."""
-    m, n = pos.shape[1], neg.shape[1]
-    r = _st.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-    return (r[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
-
-
-def bootstrap_auc_ci(
-    sets: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> dict[str, float]:
-    """Percentile CI of the mean AUC over one or more test sets (one per split).
-
-    Resampling is stratified (positives and negatives separately) so every replicate has an AUC;
-    each split's test set is resampled independently and the replicate statistic is the mean over splits.
-    """
-    rng = np.random.default_rng(seed)
-    reps = np.zeros(n_boot)
-    point = []
-    for y, s in sets:
-        pos, neg = _split(y, s)
-        pos, neg = pos[0], neg[0]
-        point.append(_auc_rows(pos[None], neg[None])[0])
-        ip = rng.integers(0, len(pos), size=(n_boot, len(pos)))
-        ineg = rng.integers(0, len(neg), size=(n_boot, len(neg)))
-        reps += _auc_rows(pos[ip], neg[ineg])
-    reps /= len(sets)
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return {"auc": float(np.mean(point)), "lo": float(lo), "hi": float(hi), "n_boot": int(n_boot)}
 
 
 def youden_threshold(y: np.ndarray, s: np.ndarray) -> float:

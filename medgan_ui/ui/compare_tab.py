@@ -1,6 +1,7 @@
 """Compare tab: run the augmentation-comparison experiment and the GAN metrics as background jobs,
-then show the AUC table (CI, DeLong p), the ROC overlay, sensitivity/specificity and the GAN-metric
-table (Welch p). All computation lives in medgan_ui.evaluate; this module only wires widgets.
+then show the AUC table (pooled AUC with patient-cluster bootstrap CI, fold mean ± SD, difference
+against none with bootstrap CI / p and corrected t-test p, Holm-adjusted), the ROC overlay,
+sensitivity/specificity and the GAN-metric table (Welch p). All computation lives in medgan_ui.evaluate; this module only wires widgets.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from medgan_ui.ui.errors import friendly
 TIMER_S = 2.0
 BASE = ["none", "classic", "undersample", "oversample"]
 INITS = ["scratch", "imagenet", "segmentation"]
-TABLE_NAMES = {"auc_mean": "AUC", "auc_sd": "SD", "ci95_lo": "CI95 lo", "ci95_hi": "CI95 hi",
-               "p_delong_vs_none": "p vs none", "sensitivity": "sens", "specificity": "spec",
-               "auc_per_split": "AUC per split"}
+TABLE_NAMES = {"auc_pooled": "AUC (pooled)", "ci95_lo": "CI95 lo", "ci95_hi": "CI95 hi",
+               "auc_fold_mean": "fold mean", "auc_fold_sd": "fold SD", "diff_vs_none": "Δ vs none",
+               "diff_ci95_lo": "Δ CI95 lo", "diff_ci95_hi": "Δ CI95 hi", "p_bootstrap": "p boot",
+               "p_bootstrap_holm": "p boot (Holm)", "p_corrected_t": "p corr. t", "p_corrected_t_holm": "p corr. t (Holm)",
+               "sens_at_spec": "sens@spec", "sensitivity": "sens (Youden)", "specificity": "spec (Youden)", "auc_per_fold": "AUC per fold"}
 METRIC_COLUMNS = ["model", "extractor", "IS", "FID", "FID floor", "KID", "mean NN-SSIM", "Welch p (IS)"]
 
 
@@ -46,13 +49,13 @@ def config_from_form(targets, base, synth, classifier, width, init, weights, spl
         if not (weights or "").strip():
             raise UserError("ImageNet init needs the path of a local torchvision weights file (nothing is downloaded)")
         init = f"imagenet:{weights.strip()}"
-    values = {"splits": splits, "epochs": epochs, "patience": patience, "batch size": batch, "learning rate": lr,
+    values = {"folds": splits, "epochs": epochs, "patience": patience, "batch size": batch, "learning rate": lr,
               "width": width, "synthetic ratio": ratio, "seed": seed}
     for name, v in values.items():
         if v is None or v == "":
             raise UserError(f"{name} is empty: enter a value")
     return ExperimentConfig(targets=list(targets), strategies=strategies, classifier=classifier, width=float(width),
-                            init=init, splits=int(splits), epochs=int(epochs), patience=int(patience),
+                            init=init, folds=int(splits), epochs=int(epochs), patience=int(patience),
                             batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed))
 
 
@@ -91,18 +94,23 @@ def show_experiment(ctx: Any, exp_id: str | None):
     res = load_results(ctx.workspace, exp_id)
     notes = "\n".join(f"- {html.escape(n)}" for n in res.get("notes", []))
     cfg = res["config"]
+    if "complete_folds" not in res:  # written before K-fold cross-validation: no table in today's columns
+        return (pd.DataFrame(columns=["target", "strategy", *TABLE_NAMES.values()]),
+                pd.DataFrame(columns=["strategy", "fpr", "tpr"]), None, None,
+                f"**{exp_id}** was written by an older version (repeated splits); rerun it for today's statistics.")
     head = (f"**{exp_id}**: {', '.join(cfg['targets'])} · {cfg['classifier']} ({cfg['init']}) · "
-            f"{len(res.get('complete_splits', []))}/{cfg['splits']} splits · status {res['status']}. "
-            "p = DeLong test against 'none' per split, combined over splits (Stouffer); sensitivity/specificity "
-            "at the Youden threshold chosen on validation.")
+            f"{html.escape(res['split_kind'])}, {len(res['complete_folds'])}/{len(res['folds'])} folds · "
+            f"status {res['status']}. {html.escape(res['method'])} Sensitivity at specificity "
+            f"{cfg.get('specificity', 0.9):g} in column sens@spec.")
     return (pd.DataFrame(table_rows(res)).rename(columns=TABLE_NAMES), pd.DataFrame(roc_long(res)), roc_figure(res), confusion_figure(res),
             head + ("\n\n" + notes if notes else ""))
 
 
 def build_compare_tab(ctx: Any) -> None:
     gr.Markdown("### Does synthetic augmentation help the rare-class classifier?\n"
-                "K patient-level splits shared by every strategy; early stopping on validation; test AUC with "
-                "bootstrap 95 % CI and DeLong p-values against *none*.")
+                "Patient-level K-fold cross-validation shared by every strategy; early stopping on validation; "
+                "pooled out-of-fold AUC with a patient-cluster bootstrap 95 % CI; difference against *none* with "
+                "bootstrap and corrected t-test p-values (Holm-adjusted).")
     with gr.Row():
         with gr.Column(scale=2):
             targets = gr.Dropdown([], multiselect=True, label="Target finding(s)", elem_id="mg-cmp-targets",
@@ -117,7 +125,7 @@ def build_compare_tab(ctx: Any) -> None:
                 init = gr.Dropdown(INITS, value="scratch", label="Initialisation")
             weights = gr.Textbox(label="ImageNet weights file (torchvision state dict, local path)", visible=True)
             with gr.Row():
-                splits = gr.Number(3, label="Splits", precision=0)
+                splits = gr.Number(5, label="Folds (K)", precision=0)
                 epochs = gr.Number(20, label="Max epochs", precision=0)
                 patience = gr.Number(5, label="Patience", precision=0)
             with gr.Row():
@@ -133,13 +141,13 @@ def build_compare_tab(ctx: Any) -> None:
         with gr.Column(scale=3):
             exp_sel = gr.Dropdown([], label="Experiment", allow_custom_value=True, elem_id="mg-cmp-exp")
             summary = gr.Markdown()
-            table = gr.Dataframe(label="AUC (mean ± SD over splits), 95 % CI, p vs none, sensitivity, specificity",
-                                 interactive=False, wrap=True)
+            table = gr.Dataframe(label="Pooled AUC + 95 % CI, fold mean ± SD, Δ vs none + CI, p (bootstrap, "
+                                       "corrected t; Holm), sensitivity", interactive=False, wrap=True)
             roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
                                 label="Mean test ROC (interactive; first target)", height=400)
-            gr.Markdown("**ROC curves** (per split faint, mean bold; p = DeLong vs none)")
+            gr.Markdown("**ROC curves** (per fold faint, mean bold; p = Holm-adjusted bootstrap p vs none)")
             roc_png = gr.Plot(show_label=False)
-            gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over splits")
+            gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over folds")
             conf = gr.Plot(show_label=False)
     gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
     with gr.Row():

@@ -138,7 +138,8 @@ def split_summary(ds: ImageSet) -> str:
         m = ds.split == i
         cells = "".join(f" {int(det[m, ds.findings.index(c)].sum())} |" for c in cols)
         lines.append(f"| {name} | {int(m.sum())} | {len(np.unique(ds.patient_id[m]))} |{cells}")
-    note = "Patient-level split: no patient appears in two parts."
+    from medgan_ui.data.split import split_note  # patient-level, image-level (no patient ids) or official
+    note = split_note(ds)
     if strat:
         note += f" Stratified on {strat}."
     return "\n".join(lines) + f"\n\n{note}"

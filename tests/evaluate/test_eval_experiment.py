@@ -1,4 +1,4 @@
-"""Tiny end-to-end augmentation comparison on the demo phantom (32 px, 2 splits, 1 epoch) and bad input."""
+"""Tiny end-to-end augmentation comparison on the demo phantom (32 px, 2 folds, 1 epoch) and bad input."""
 from __future__ import annotations
 
 import csv
@@ -49,7 +49,7 @@ def _write_set(ws: Workspace, set_id: str, ds, finding: str, n: int, size: int |
 
 def _cfg(**kw) -> ExperimentConfig:
     base = dict(targets=["Effusion"], strategies=["none", "oversample"], classifier="fridadar", width=0.25,
-                splits=2, epochs=1, patience=1, batch_size=32, n_boot=200, seed=0)
+                folds=2, epochs=1, patience=1, batch_size=32, n_boot=200, seed=0)
     return ExperimentConfig(**{**base, **kw})
 
 
@@ -76,34 +76,33 @@ def test_end_to_end_files_results_and_progress(ds, tmp_path):
     for f in ("config.json", "manifest.json", "results.json", "results.csv", "roc.png", "confusion.png"):
         assert (d / f).is_file(), f
     preds = sorted(p.name for p in (d / "predictions").iterdir())
-    assert len(preds) == 8 and "split1-synthetic_synth-eff.csv" in preds
+    assert len(preds) == 8 and "repeat0-fold1-synthetic_synth-eff.csv" in preds
     r = json.loads((d / "results.json").read_text())
-    assert r["status"] == "done" and r["complete_splits"] == [0, 1]
+    assert r["status"] == "done" and r["complete_folds"] == [0, 1] and r["split_kind"] == "patient-level K-fold"
     eff = r["targets"]["Effusion"]
     assert sorted(eff) == sorted(cfg.strategies)
     for s, e in eff.items():
-        assert len(e["auc_per_split"]) == 2 and e["auc_ci95"][0] <= e["auc_ci95"][1]
+        assert len(e["auc_per_fold"]) == 2 and e["auc_pooled_ci95"][0] <= e["auc_pooled_ci95"][1]
         assert 0 <= e["sensitivity_mean"] <= 1 and len(e["roc_mean"]["fpr"]) == 101
-        assert ("delong_vs_none" in e) == (s != "none")
-        assert sum(map(sum, e["confusion_sum"])) == sum(p["n_test"] for p in e["per_split"])
-    # every strategy of a split is scored on the same test images
-    with open(d / "predictions" / "split0-none.csv") as a, open(d / "predictions" / "split0-oversample.csv") as b:
+        assert ("vs_none" in e) == (s != "none")
+        assert sum(map(sum, e["confusion_sum"])) == sum(p["n_test"] for p in e["per_fold"]) == len(ds)
+    # every strategy of a fold is scored on the same test images
+    with open(d / "predictions" / "repeat0-fold0-none.csv") as a, open(d / "predictions" / "repeat0-fold0-oversample.csv") as b:
         assert [r_[1] for r_ in csv.reader(a)] == [r_[1] for r_ in csv.reader(b)]
     syn = [t for t in r["training"] if t["strategy"].startswith("synthetic")]
     assert all(t["n_train_synthetic"] > 0 for t in syn)
     for t in syn:  # ratio 1: positives topped up to the number of negatives
-        info = r["splits"][t["split"]]["train"]
+        info = r["folds"][t["fold"]]["train"]
         assert info["Effusion"] + t["n_train_synthetic"] == info["images"] - info["Effusion"]
     rows = table_rows(r)
     assert [row["strategy"] for row in rows] == cfg.strategies
-    assert events[-1]["progress"] == 1.0 and {"stage", "split", "strategy", "epoch", "progress", "message"} <= set(
+    assert events[-1]["progress"] == 1.0 and {"stage", "fold", "strategy", "epoch", "progress", "message"} <= set(
         next(e for e in events if e["stage"] == "train"))
 
 
 def test_multilabel_and_cooperative_stop(ds, tmp_path):
     ws = Workspace(tmp_path / "ws")
-    out = run_experiment(_cfg(targets=["Effusion", "Nodule"], strategies=["none", "undersample"], splits=1,
-                              fractions=[0.5, 0.25, 0.25]),
+    out = run_experiment(_cfg(targets=["Effusion", "Nodule"], strategies=["none", "undersample"], folds=2),
                          ws, dataset=ds)
     assert set(out["results"]["targets"]) == {"Effusion", "Nodule"}
     calls = {"n": 0}
@@ -113,7 +112,7 @@ def test_multilabel_and_cooperative_stop(ds, tmp_path):
         return calls["n"] > 1
 
     out = run_experiment(_cfg(), ws, should_stop=stop_soon, dataset=ds)
-    assert out["status"] == "stopped" and out["results"]["complete_splits"] == []
+    assert out["status"] == "stopped" and out["results"]["complete_folds"] == []
 
 
 def test_bad_input_is_caught_before_training(ds, tmp_path, monkeypatch):
@@ -121,8 +120,8 @@ def test_bad_input_is_caught_before_training(ds, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="not in dataset"):
         run_experiment(_cfg(targets=["Hernia"]), ws, dataset=ds)
     assert not any(ws.experiments.iterdir())  # rejected before the experiment folder is made
-    with pytest.raises(UserError, match="too few for 200 splits"):
-        validate(_cfg(splits=200), ws, ds)
+    with pytest.raises(UserError, match=r"folds = 200: .*--folds\) to \d+ or fewer"):
+        validate(_cfg(folds=200), ws, ds)
     rare = ds.subset(np.arange(len(ds)))
     col = rare.findings.index("Nodule")
     pats = np.unique(rare.patient_id[rare.detailed[:, col].numpy().astype(bool)])
@@ -149,13 +148,17 @@ def test_bad_input_is_caught_before_training(ds, tmp_path, monkeypatch):
     eff = ds.detailed[:, ds.findings.index("Effusion")].numpy().astype(bool)
     bad = np.where(np.arange(len(ds)) % 3 == 0, 1, 0).astype(np.int8)
     bad[~eff & (np.arange(len(ds)) % 5 == 0)] = 2
-    monkeypatch.setattr(split_mod, "k_splits", lambda *a, **k: [bad, bad])
-    with pytest.raises(UserError, match=r"split 0: the test part has no positive image of 'Effusion'.*patients with"):
+    import medgan_ui.evaluate.experiment as exp_mod
+
+    folds = [split_mod.Fold(0, f, bad) for f in range(2)]
+    monkeypatch.setattr(exp_mod, "cv_folds", lambda *a, **k: (folds, split_mod.KFOLD))
+    with pytest.raises(UserError, match=r"fold 0 \(repeat 0, fold 0\): the test part has no positive image of "
+                                        r"'Effusion'.*patients with"):
         validate(_cfg(), ws, ds)
 
 
 def test_segmentation_init_runs_on_phantom_masks(ds, tmp_path):
-    out = run_experiment(_cfg(init="segmentation", seg_epochs=1, splits=1, strategies=["none"]),
+    out = run_experiment(_cfg(init="segmentation", seg_epochs=1, folds=2, strategies=["none"]),
                          Workspace(tmp_path / "ws"), dataset=ds)
     seg = out["results"]["training"][0]["segmentation"]
     assert seg is not None and seg["n_images"] > 0
@@ -177,10 +180,12 @@ def test_cli_evaluate_and_metrics(tmp_path, capsys):
     common = ["--data", str(tmp_path / "demo" / "nih"), "--image-size", "32", "--workspace", str(ws)]
     args = parser.parse_args(["evaluate", *common, "--target", "Effusion", "--strategies", "none,oversample",
                               "--classifier", "fridadar", "--width", "0.25", "--init", "segmentation",
-                              "--masks", str(tmp_path / "demo" / "masks"), "--splits", "2", "--epochs", "1"])
+                              "--masks", str(tmp_path / "demo" / "masks"), "--splits", "2", "--epochs", "1",
+                              "--n-boot", "200"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "oversample" in out and "auc_mean" in out and "experiment exp-" in out
+    assert "oversample" in out and "auc_pooled" in out and "p_corrected_t_holm" in out and "experiment exp-" in out
+    assert "split: patient-level K-fold" in out and "'splits' is deprecated" in out and "sex=F" in out
     exp = Workspace(ws).experiment_dir(out.strip().split("experiment ")[-1].split()[0])
     seg = json.loads((exp / "results.json").read_text())["training"][0]["segmentation"]
     assert seg["n_images"] > 100  # masks matched to the NIH-named images by file stem

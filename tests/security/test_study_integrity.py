@@ -237,7 +237,7 @@ def test_synthetic_labels_csv_neutralises_and_reads_back(tmp_path):
     from medgan_ui.evaluate.strategies import open_source
     from medgan_ui.gan import engine
     from medgan_ui.gan.config import make_configs
-    from medgan_ui.gan.sampling import export_png, load_run
+    from medgan_ui.gan.generate import export_png, load_run
 
     torch.set_num_threads(1)
     ds = demo_imageset(n=32, size=16, seed=0)

@@ -51,7 +51,8 @@ def test_experiment_job_through_the_app_api(tmp_path):
         job = ctx.jobs.jobs()[0]
         assert job["status"] == "done", job
         table, roc, fig, conf, head = show_experiment(ctx, job["result"]["id"])
-        assert list(table["strategy"]) == ["none", "oversample"] and table["p vs none"].notna().tolist() == [False, True]
+        assert list(table["strategy"]) == ["none", "oversample"] and table["p boot"].notna().tolist() == [False, True]
+        assert {"AUC (pooled)", "fold mean", "fold SD", "Δ vs none", "p corr. t (Holm)", "sens@spec"} <= set(table)
         assert set(roc.columns) == {"strategy", "fpr", "tpr"} and len(roc) == 2 * 101
         assert fig is not None and conf is not None and "Effusion" in head
     finally:

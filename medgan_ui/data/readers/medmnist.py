@@ -6,7 +6,8 @@ Findings from the labels:
   * multi-class (N,1) with values 0..K -> one finding per class (exactly one on per image),
   * multi-label (N,K) 0/1, e.g. ChestMNIST -> K findings.
 Finding names: ReadOptions.finding_columns if given (in label index order; for a binary task the
-one positive name), else the official MedMNIST v2 names for files we know, else "positive" /
+one positive name), else the official MedMNIST v2 label table below (every 2D set; for BreastMNIST
+the finding is label 0, malignant, since its label 1 is "normal, benign"), else "positive" /
 "class_<i>". Patient id = f"{part}-{i}": MedMNIST files carry no patient ids.
 """
 from __future__ import annotations
@@ -24,12 +25,41 @@ from medgan_ui.errors import UserError
 
 NAME = "medmnist"
 
-# official label names (MedMNIST v2 INFO) for files whose names we recognise
+# Official label names of every 2D MedMNIST v2 set (medmnist.INFO[...]["label"], in label index order).
+# The file stem picks the entry (chestmnist.npz, chestmnist_64.npz, ...); longest key first, so
+# "organamnist" is not taken for another organ set.
 KNOWN_NAMES: dict[str, list[str]] = {
-    "pneumoniamnist": ["normal", "pneumonia"],
+    "pathmnist": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+                  "cancer-associated stroma", "colorectal adenocarcinoma epithelium"],
     "chestmnist": ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
                    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"],
+    "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                   "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
+                   "vascular lesions"],
+    "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "retinamnist": ["0", "1", "2", "3", "4"],  # diabetic retinopathy grade (ordinal)
+    "breastmnist": ["malignant", "normal, benign"],
+    "bloodmnist": ["basophil", "eosinophil", "erythroblast",
+                   "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)", "lymphocyte", "monocyte",
+                   "neutrophil", "platelet"],
+    "tissuemnist": ["Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells",
+                    "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments",
+                    "Thick Ascending Limb"],
+    **{f"organ{v}mnist": ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
+                          "lung-left", "lung-right", "pancreas", "spleen"] for v in "acs"},
 }
+# Binary sets: the label index that is the finding (the abnormal class). BreastMNIST's label 1 is
+# "normal, benign", so its finding is label 0, malignant; every other binary set's finding is label 1.
+FINDING_LABEL: dict[str, int] = {"breastmnist": 0, "pneumoniamnist": 1}
+
+
+def known_names(stem: str) -> tuple[list[str] | None, int]:
+    """(official label names, finding label for a binary set) for a file stem, or (None, 1)."""
+    for key in sorted(KNOWN_NAMES, key=len, reverse=True):
+        if stem.startswith(key):
+            return KNOWN_NAMES[key], FINDING_LABEL.get(key, 1)
+    return None, 1
 
 
 def find_npz(path: Path) -> Path:
@@ -99,7 +129,7 @@ def read(path: Path, opts: ReadOptions) -> ImageSet:
 
 def _findings(y: np.ndarray, stem: str, opts: ReadOptions) -> tuple[list[str], np.ndarray]:
     given = list(opts.finding_columns)
-    known = next((v for k, v in KNOWN_NAMES.items() if stem.startswith(k)), None)
+    known, on = known_names(stem)
     if y.shape[1] > 1:  # multi-label
         names = given or (known if known and len(known) == y.shape[1] else [f"class_{i}" for i in range(y.shape[1])])
         _check_count(names, y.shape[1])
@@ -107,10 +137,10 @@ def _findings(y: np.ndarray, stem: str, opts: ReadOptions) -> tuple[list[str], n
     k = int(y.max()) + 1 if y.size else 1
     if y.min() < 0:
         raise UserError("MedMNIST labels must be 0 or greater")
-    if k <= 2:  # binary: finding = the positive class, label 0 = no finding
-        name = given[0] if len(given) == 1 else (given[1] if len(given) == 2 else
-                                                   known[1] if known and len(known) == 2 else "positive")
-        return [name], (y[:, :1] == 1).astype(np.uint8)
+    if k <= 2:  # binary: finding = the abnormal class (label 1, or the set's FINDING_LABEL), the other = no finding
+        name = given[0] if len(given) == 1 else (given[on] if len(given) == 2 else
+                                                   known[on] if known and len(known) == 2 else "positive")
+        return [name], (y[:, :1] == on).astype(np.uint8)
     names = given or (known if known and len(known) == k else [f"class_{i}" for i in range(k)])
     _check_count(names, k)
     det = np.zeros((len(y), k), dtype=np.uint8)
