@@ -68,6 +68,7 @@ def draw_recognition(ax: Any, findings: dict[str, Any]) -> None:
         vals = [v[kind]["p"] or 0.0 for v in rec.values()]
         err = np.array([[v[kind]["p"] - v[kind]["ci95"][0], v[kind]["ci95"][1] - v[kind]["p"]] if v[kind]["ci95"] else [0, 0]
                         for v in rec.values()]).T
+        err = np.clip(err, 0, None)  # a Wilson bound at p = 0 or 1 can sit 1e-17 past p
         ax.bar(x + off, vals, width=0.4, color=col, label=kind, yerr=err if len(vals) else None, capsize=3)
     ax.set_xticks(x, list(rec), rotation=15, fontsize=8)
     ax.set_ylim(0, 1)

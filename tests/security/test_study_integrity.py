@@ -209,8 +209,8 @@ def test_experiment_csvs_neutralise_text_but_keep_numbers(tmp_path, monkeypatch)
 
     monkeypatch.setattr(plots, "save_roc", lambda *a, **k: None)
     monkeypatch.setattr(plots, "save_confusion", lambda *a, **k: None)
-    entry = {"auc_mean": 0.71, "auc_sd": 0.05, "auc_ci95": [-0.5, 0.9], "delong_vs_none": None,
-             "sensitivity_mean": 0.6, "specificity_mean": 0.7, "auc_per_split": [0.7, 0.72]}
+    entry = {"auc_pooled": 0.71, "auc_pooled_ci95": [-0.5, 0.9], "auc_fold_mean": 0.71, "auc_fold_sd": 0.05,
+             "sens_at_spec": 0.5, "sensitivity_mean": 0.6, "specificity_mean": 0.7, "auc_per_fold": [0.7, 0.72]}
     res = {"config": {"strategies": ["none", "@SUM(A1)"], "targets": ['=HYPERLINK("http://x","y")']},
            "targets": {'=HYPERLINK("http://x","y")': {"none": entry, "@SUM(A1)": entry}}}
     results.write_results(tmp_path, res)
@@ -235,9 +235,9 @@ def test_synthetic_labels_csv_neutralises_and_reads_back(tmp_path):
 
     from medgan_ui.data.phantom import demo_imageset
     from medgan_ui.evaluate.strategies import open_source
-    from medgan_ui.gan import engine
     from medgan_ui.gan.config import make_configs
     from medgan_ui.gan.generate import export_png, load_run
+    from medgan_ui.gan.runs import Run
 
     torch.set_num_threads(1)
     ds = demo_imageset(n=32, size=16, seed=0)
@@ -245,9 +245,9 @@ def test_synthetic_labels_csv_neutralises_and_reads_back(tmp_path):
     ds = dataclasses.replace(ds, general_values={k: evil[k] for k in ds.general_names})
     tc, mc = make_configs("gdgan", "tiny", steps=2)
     ws = Workspace(tmp_path / "ws")
-    run_id = engine.create_run(ws, ds, tc, mc)
-    assert engine.train(ds, tc, mc, ws.run_dir(run_id))["status"] == "finished"
-    run = load_run(ws.run_dir(run_id), device="cpu")
+    created = Run.create(ws, ds, tc, mc)
+    assert created.train(ds)["status"] == "finished"
+    run = load_run(created.dir, device="cpu")
     folder = export_png(run, [({"sex": "-1", "view": "@SUM(A1)"}, [], 2), ({"sex": evil["sex"][0], "view": "+1"}, [], 2)],
                         ws.synthetic, seed=1)
     text = (folder / "labels.csv").read_text()

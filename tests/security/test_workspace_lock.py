@@ -81,25 +81,25 @@ def test_a_run_cannot_be_trained_twice_at_once(tmp_path):
 
 
 def test_resume_while_another_process_trains_is_refused_before_any_compute(tmp_path):
-    """engine.train (every start and resume goes through it) takes the run lock first."""
+    """engine.train (every start and resume goes through it) takes the run lock first (Run.lock)."""
     from medgan_ui.data.phantom import demo_imageset
-    from medgan_ui.gan import engine
     from medgan_ui.gan.config import make_configs
+    from medgan_ui.gan.runs import Run
     from medgan_ui.workspace import Workspace
 
     ds = demo_imageset(n=48, size=16, seed=0)
     tc, mc = make_configs("gdgan", "tiny", steps=2, log_every=1, checkpoint_every=1, sample_every=2)
     ws = Workspace(tmp_path / "ws")
-    run_id = engine.create_run(ws, ds, tc, mc)
-    run_dir = ws.run_dir(run_id)
-    engine.train(ds, tc, mc, run_dir)
+    run = Run.create(ws, ds, tc, mc)
+    run_dir = run.dir
+    run.train(ds)
     metrics = (run_dir / "metrics.jsonl").read_text()
     child = hold_in_child(f"from medgan_ui.security.lock import run_lock; ctx = run_lock({str(run_dir)!r}); ctx.__enter__()")
     try:
         with pytest.raises(LockHeld, match=f"pid {child.pid}"):
-            engine.resume_run(ws, run_id, dataset=ds, steps=4)
+            Run.open(ws, run.id).resume(dataset=ds, steps=4)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     assert (run_dir / "metrics.jsonl").read_text() == metrics  # nothing was written by the refused resume
-    assert engine.resume_run(ws, run_id, dataset=ds, steps=4)["step"] == 4
+    assert Run.open(ws, run.id).resume(dataset=ds, steps=4)["step"] == 4
