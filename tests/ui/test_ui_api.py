@@ -48,6 +48,13 @@ def refused(client: Client, *args, api_name: str) -> str:
     return msg
 
 
+def exported_folder(ctx, note: str) -> Path:
+    """The export note names the folder inside the workspace, never its server path."""
+    shown = re.search(r"`([^`]+)`", note).group(1)
+    assert shown.startswith("workspace/synthetic/") and str(ctx.workspace.root) not in note, note
+    return ctx.workspace.root / shown.removeprefix("workspace/")
+
+
 def step_of(live_html: str) -> int:
     m = re.search(r"id='mg-step'>(\d+)<", live_html)
     assert m, live_html
@@ -157,10 +164,10 @@ def test_train_see_progress_stop_then_generate(app):
     wanted = sum(row[4] for row in plan["data"])
     note = client.predict(run_id, "latest", plan, "PNG + labels.csv", 0, api_name="/export")
     assert f"Wrote **{wanted:,}** synthetic images" in note
-    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    folder = exported_folder(ctx, note)
     assert len(list(folder.glob("*.png"))) == wanted and (folder / "labels.csv").is_file()
     note = client.predict(run_id, "latest", plan, "DICOM", 0, api_name="/export")
-    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    folder = exported_folder(ctx, note)
     assert len(list(folder.glob("*.dcm"))) == wanted
     assert "at least 1" in refused(client, run_id, 0, api_name="/export_plan")
 
