@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(workspace: Path) -> Iterator[tuple]:
+def running_app(workspace: Path, admin_password: str | None = None) -> Iterator[tuple]:
     """(AppContext, launched Blocks); jobs are shut down and the server closed afterwards."""
     import torch
 
@@ -29,7 +29,7 @@ def running_app(workspace: Path) -> Iterator[tuple]:
     torch.set_num_threads(1)
     mp = pytest.MonkeyPatch()
     mp.setattr(load_mod, "DEMO_N", DEMO_N)
-    ctx = AppContext.create(workspace)
+    ctx = AppContext.create(workspace, admin_password)
     demo = serve(ctx, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield ctx, demo

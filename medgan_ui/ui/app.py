@@ -6,7 +6,6 @@ and both launch.py and the tests use `serve()`.
 from __future__ import annotations
 
 import html
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,10 @@ import gradio as gr
 from medgan_ui import __version__
 from medgan_ui.security import limits
 from medgan_ui.security.http import HttpPolicy, install_on_gradio
+from medgan_ui.study.api import mount_study_routes
 from medgan_ui.ui import browse_tab, compare_tab, data_tab, rate_tab, train_tab
 from medgan_ui.ui.context import AppContext
+from medgan_ui.ui.errors import hide_folder
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -31,16 +32,19 @@ def theme() -> gr.themes.Base:
 
 
 def _header(ctx: AppContext) -> str:
+    # the workspace's folder name only: its full path (server log, CLI) would show web users the
+    # server's file-system layout
     logo = (ASSETS / "logo.svg").read_text(encoding="utf-8") if (ASSETS / "logo.svg").exists() else ""
     return (
         f'<div id="mg-header">{logo}<div><h1>MedGAN Studio</h1>'
         '<div class="mg-sub">Synthetic medical images for rare findings: load data, train, look, test.</div></div>'
-        f'<div class="mg-right">{html.escape(ctx.device)}<br>workspace: {html.escape(str(ctx.workspace.root))}'
+        f'<div class="mg-right">{html.escape(ctx.device)}<br>workspace: {html.escape(ctx.workspace.root.name)}'
         f"<br>v{__version__}</div></div>"
     )
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
+    hide_folder(ctx.workspace.root, "workspace")  # in the UI's messages too
     # generated images pile up in Gradio's cache on a long-running server: drop those older than 2 h
     with gr.Blocks(title="MedGAN Studio", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.HTML(_header(ctx))
@@ -103,7 +107,6 @@ def serve(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = 7860,
         app_kwargs={"lifespan": install_on_gradio(policy or HttpPolicy(require_login=bool(auth)))},
         **launch_options(),
     )
-    if importlib.util.find_spec("medgan_ui.study.api") is not None:
-        # the reading screen loads case images from these routes (they check the reader's own token)
-        importlib.import_module("medgan_ui.study.api").mount_study_routes(app, ctx.workspace)
+    # the reading screen loads case images from these routes (they check the reader's own token)
+    mount_study_routes(app, ctx.workspace)
     return demo

@@ -17,7 +17,7 @@ from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.security.paths import plain_name
 from medgan_ui.ui.context import AppContext
-from medgan_ui.ui.errors import friendly
+from medgan_ui.ui.errors import friendly, scrub
 from medgan_ui.ui.widgets import gallery_items, label_caption, side_by_side
 
 MAX_GENERAL = 4  # general-label dropdowns shown (a schema rarely has more than sex, view, age band)
@@ -308,7 +308,7 @@ def wire_export(ctx: AppContext, pk: Picker, ex: Exporter) -> None:
         export = export_dicom if fmt_name == "DICOM" else export_png
         options = {"strength": strength} if "strength" in loaded.model.sample_options else None  # as shown above
         folder = export(loaded, cells, ctx.workspace.synthetic, seed=int(sd or 0), options=options)
-        return f"Wrote **{total:,}** synthetic images in {len(cells)} cells to `{folder}` (with labels.csv and manifest.json)."
+        return f"Wrote **{total:,}** synthetic images in {len(cells)} cells to `{scrub(str(folder))}` (with labels.csv and manifest.json)."
 
     ex.export_btn.click(on_export, [pk.run, pk.ckpt, ex.plan, ex.fmt, pk.seed, pk.strength], ex.note, concurrency_limit=1,
                         api_name="export")

@@ -7,6 +7,7 @@ general x detailed labels, the split summary and the list of skipped files.
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.security.limits import dataset_folder, safe_unzip
 from medgan_ui.security.paths import PathPolicy, hide_paths, relative_name
 from medgan_ui.ui.context import AppContext
-from medgan_ui.ui.errors import friendly
+from medgan_ui.ui.errors import friendly, scrub
 from medgan_ui.ui.widgets import gallery_items, label_caption
 
 SOURCES = ["Built-in demo (synthetic phantom)", "Folder or file on this server", "Upload a .zip"]
@@ -204,16 +205,42 @@ def on_page_load(ctx: AppContext) -> Callable[[], tuple]:
     def load() -> tuple:
         ds = ctx.wait_for_dataset(timeout=600)  # a first start is still generating the demo
         if ds is None and ctx.load_error:
-            raise gr.Error(f"the demo dataset could not be prepared: {ctx.load_error}", print_exception=False)
+            raise gr.Error(f"the demo dataset could not be prepared: {scrub(ctx.load_error)}", print_exception=False)
         return dataset_view(ds)
 
     return load
 
 
 # ---- the tab -----------------------------------------------------------------------------------
-def build(ctx: AppContext) -> list[gr.components.Component]:
-    gr.Markdown("Choose where the images come from and press **Load dataset**. The built-in demo is a "
-                "synthetic chest phantom with rare findings, so everything works without real data.")
+@dataclass
+class SourcePanel:
+    source: gr.Radio
+    path: gr.Textbox
+    upload: gr.File
+    fmt: gr.Dropdown
+    size: gr.Dropdown
+    fit: gr.Radio
+
+
+@dataclass
+class MappingPanel:
+    csv_name: gr.Textbox
+    read_cols: gr.Button
+    image_col: gr.Dropdown
+    patient_col: gr.Dropdown
+    general_cols: gr.Dropdown
+    finding_col: gr.Dropdown
+    finding_sep: gr.Textbox
+    finding_cols: gr.Dropdown
+
+    @property
+    def column_pickers(self) -> list[Any]:
+        """The dropdowns 'Read columns from CSV' fills."""
+        return [self.image_col, self.patient_col, self.general_cols, self.finding_col, self.finding_cols]
+
+
+def source_panel(ctx: AppContext) -> SourcePanel:
+    """Where the images come from, and how they are read."""
     with gr.Row():
         with gr.Column(scale=3):
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Source")
@@ -228,6 +255,11 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
             with gr.Row():
                 size = gr.Dropdown(SIZES, value=64, label="Image size (px)", elem_id="mg-size", info="Images are resized to a square of this size.")
                 fit = gr.Radio(["crop", "pad"], value="crop", label="Fit", info="Non-square images: centre crop or pad.")
+    return SourcePanel(source, path, upload, fmt, size, fit)
+
+
+def mapping_panel() -> MappingPanel:
+    """Which CSV columns hold what (generic csv format only)."""
     with gr.Accordion("Column mapping (generic CSV + image folder)", open=False):
         gr.Markdown("Only for the generic `csv` format: say which CSV columns hold what. Leave blank to let the reader guess.")
         with gr.Row():
@@ -241,9 +273,11 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
             finding_col = gr.Dropdown([], label="Findings column (one column, joined)", allow_custom_value=True)
             finding_sep = gr.Textbox(value="|", label="Separator between findings", max_lines=1)
             finding_cols = gr.Dropdown([], label="...or one 0/1 column per finding", multiselect=True, allow_custom_value=True)
-    load_btn = gr.Button("Load dataset", variant="primary", elem_classes=["mg-big"], elem_id="mg-load")
-    status = gr.Markdown(elem_classes=["mg-status"], elem_id="mg-data-status")
+    return MappingPanel(csv_name, read_cols, image_col, patient_col, general_cols, finding_col, finding_sep, finding_cols)
 
+
+def view_panel() -> list[gr.components.Component]:
+    """What is in the loaded set, in dataset_view()'s order."""
     info = gr.Markdown(elem_id="mg-data-info")
     gr.Markdown("**Preview** (rare findings first)")
     preview = gr.Gallery(show_label=False, columns=8, height="auto", object_fit="contain",
@@ -259,33 +293,38 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
             split = gr.Markdown()
     skipped_note = gr.Markdown()
     skipped = gr.Dataframe(label="Skipped files and why", interactive=False, wrap=True, max_height=260, visible=False)
-    view = [info, preview, counts, chart, split, skipped_note, skipped]
+    return [info, preview, counts, chart, split, skipped_note, skipped]
 
+
+def server_folder(p: str | None, policy: PathPolicy) -> tuple[Path, str]:
+    """(resolved folder, what the user calls it) for a typed server path, through the allow-list."""
+    if not (p or "").strip():
+        raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
+    return policy.resolve_existing(p, "data path"), p.strip()
+
+
+def shown(exc: Exception, root: Path | None, label: str) -> UserError:
+    """The message with the data folder named as the user knows it (friendly() hides the workspace)."""
+    text = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"
+    return UserError(hide_paths(text, [(root, label)] if root is not None else []))
+
+
+def wire_source(src: SourcePanel) -> None:
     def on_source(choice: str):
         return gr.update(visible=choice == SOURCES[1]), gr.update(visible=choice == SOURCES[2])
 
-    source.change(on_source, source, [path, upload], queue=False, api_visibility="private")
+    src.source.change(on_source, src.source, [src.path, src.upload], queue=False, api_visibility="private")
 
-    def server_folder(p: str | None, policy: PathPolicy) -> tuple[Path, str]:
-        """(resolved folder, what the user calls it) for a typed server path, through the allow-list."""
-        if not (p or "").strip():
-            raise UserError("type the path of a dataset folder or file on the server, then press Load dataset")
-        return policy.resolve_existing(p, "data path"), p.strip()
 
-    def unpacked(up: Any) -> tuple[Path, str]:
-        return extract_zip(up, ctx.workspace.uploads), "the uploaded zip"
-
-    def shown(exc: Exception, root: Path | None, label: str) -> UserError:
-        """The message with server folders replaced by the names the user knows them by."""
-        text = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"
-        repl = [(ctx.workspace.root, "workspace")] + ([(root, label)] if root is not None else [])
-        return UserError(hide_paths(text, repl))
-
+def wire_read_columns(ctx: AppContext, src: SourcePanel, mp: MappingPanel, status: gr.Markdown) -> None:
     @friendly
     def on_read_columns(p: str, up: Any, name: str, request: gr.Request):
         root, label, policy = None, "", ctx.paths.for_request(request)
         try:
-            root, label = unpacked(up) if up is not None and not (p or "").strip() else server_folder(p, policy)
+            if up is not None and not (p or "").strip():
+                root, label = extract_zip(up, ctx.workspace.uploads), "the uploaded zip"
+            else:
+                root, label = server_folder(p, policy)
             if root.is_file() and not name:
                 root, name = root.parent, root.name
             cols = csv_columns(root, name, policy)
@@ -294,9 +333,27 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         upd = gr.update(choices=cols)
         return upd, upd, upd, upd, upd, f"Columns of the CSV: {', '.join(cols)}"
 
-    read_cols.click(on_read_columns, [path, upload, csv_name],
-                    [image_col, patient_col, general_cols, finding_col, finding_cols, status], api_name="read_columns")
+    mp.read_cols.click(on_read_columns, [src.path, src.upload, mp.csv_name], mp.column_pickers + [status],
+                       api_name="read_columns")
 
+
+def read_source(ctx: AppContext, policy: PathPolicy, choice: str, p: str | None, up: Any,
+                progress: Callable[..., Any]) -> tuple[str, Path | None, str]:
+    """(what load_dataset reads, the data folder or None for the demo, what the user calls it)."""
+    if choice == SOURCES[0]:
+        return "demo", None, ""
+    if choice == SOURCES[1]:
+        root, label = server_folder(p, policy)
+        return str(root), root, label
+    if up is None:
+        raise UserError("choose a .zip file to upload first (or pick another source)")
+    progress(0.02, desc="Unpacking the zip")
+    root = extract_zip(up, ctx.workspace.uploads)
+    return str(root), root, "the uploaded zip"
+
+
+def wire_load(ctx: AppContext, src: SourcePanel, mp: MappingPanel, load_btn: gr.Button, status: gr.Markdown,
+              view: list[gr.components.Component]) -> None:
     @friendly
     def on_load(choice, p, up, fmt_name, size_px, fit_mode, csv_file, img_c, pat_c, gen_c, find_c, sep, find_cs,
                 request: gr.Request, progress=gr.Progress()):
@@ -306,24 +363,14 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         progress(0.05, desc="Reading images (a second load of the same data comes from the cache)")
         root, label, policy = None, "", ctx.paths.for_request(request)
         try:
-            if choice == SOURCES[0]:
-                src = "demo"
-            elif choice == SOURCES[1]:
-                root, label = server_folder(p, policy)
-                src = str(root)
-            else:
-                if up is None:
-                    raise UserError("choose a .zip file to upload first (or pick another source)")
-                progress(0.02, desc="Unpacking the zip")
-                root, label = unpacked(up)
-                src = str(root)
+            src_name, root, label = read_source(ctx, policy, choice, p, up, progress)
             # a labels CSV is named inside the data folder; the reader gets the checked absolute path
             csv_path = str(policy.resolve_csv(csv_file, root)) if csv_file and root is not None else None
             opts = ReadOptions(size=int(size_px), fit=fit_mode, csv=csv_path, image_column=img_c or None,
                                general_columns=list(gen_c or []), finding_column=find_c or None,
                                finding_separator=sep or "|", finding_columns=list(find_cs or []),
                                patient_column=pat_c or None)
-            ds = load_dataset(src, None if fmt_name == "auto" else fmt_name, opts, ctx.workspace)
+            ds = load_dataset(src_name, None if fmt_name == "auto" else fmt_name, opts, ctx.workspace)
         except (UserError, OSError) as exc:
             raise shown(exc, root, label) from None
         if len(ds) == 0:
@@ -333,6 +380,21 @@ def build(ctx: AppContext) -> list[gr.components.Component]:
         return (f"Loaded **{ds.name}**: {len(ds):,} images. Go to **Train** to train a model on it.",
                 *dataset_view(ds))
 
-    load_btn.click(on_load, [source, path, upload, fmt, size, fit, csv_name, image_col, patient_col, general_cols,
-                             finding_col, finding_sep, finding_cols], [status] + view, concurrency_limit=2, api_name="load_data")
+    load_btn.click(on_load, [src.source, src.path, src.upload, src.fmt, src.size, src.fit, mp.csv_name, mp.image_col,
+                             mp.patient_col, mp.general_cols, mp.finding_col, mp.finding_sep, mp.finding_cols],
+                   [status] + view, concurrency_limit=2, api_name="load_data")
+
+
+def build(ctx: AppContext) -> list[gr.components.Component]:
+    """The tab's content; returns the dataset view (the app's page load fills it)."""
+    gr.Markdown("Choose where the images come from and press **Load dataset**. The built-in demo is a "
+                "synthetic chest phantom with rare findings, so everything works without real data.")
+    src = source_panel(ctx)
+    mp = mapping_panel()
+    load_btn = gr.Button("Load dataset", variant="primary", elem_classes=["mg-big"], elem_id="mg-load")
+    status = gr.Markdown(elem_classes=["mg-status"], elem_id="mg-data-status")
+    view = view_panel()
+    wire_source(src)
+    wire_read_columns(ctx, src, mp, status)
+    wire_load(ctx, src, mp, load_btn, status, view)
     return view

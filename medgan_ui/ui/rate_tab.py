@@ -21,6 +21,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.security.throttle import client_key
 from medgan_ui.study.api import PREFIX, image_url, mount_study_routes, throttled_sign_in  # noqa: F401
 from medgan_ui.study.store import MAX_READER_NAME_CHARS, NextCase, StudyStore, image_key_for, normalise_name
+from medgan_ui.ui.errors import hide_folder
 from medgan_ui.workspace import Workspace
 
 SCORE_LABELS = {
@@ -126,34 +127,59 @@ class ReaderHandlers:
         return ReaderScreen(header, img, False, findings, SCORE_LABELS[score_kind], ask_finding, nxt.case_id)
 
 
-def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any = None) -> None:
-    """The Rate tab's content; call inside `with gr.Tab("Rate"):` of the app's Blocks.
+@dataclass
+class SignInPanel:
+    column: gr.Column
+    name: gr.Textbox
+    code: gr.Textbox
+    codes: gr.BrowserState  # reader codes this browser was given, by name
+    start: gr.Button
+    msg: gr.Markdown
 
-    Readers open the app's URL; organisers open it with `?admin` to get the admin panel instead.
-    The app must also call `mount_study_routes(fastapi_app, workspace)` so case images are served.
-    `paths`: the server's PathPolicy for folders the admin types (security.paths).
-    """
-    from medgan_ui.ui import study_admin
 
-    store = StudyStore(workspace.studies_db)
-    # relative image URLs: they still resolve when a reverse proxy serves the app under a path prefix
-    reader = ReaderHandlers(store, prefix=PREFIX.lstrip("/"))
-    gr.HTML(f"<style>{CSS}</style>", js_on_load=KEYS_JS, padding=False)
-    token = gr.State(None)
-    case_id = gr.State(None)
+@dataclass
+class ReadingPanel:
+    column: gr.Column
+    code_notice: gr.Markdown
+    header: gr.Markdown
+    image: gr.HTML
+    bright: gr.Slider
+    contrast: gr.Slider
+    reset: gr.Button
+    call: gr.Radio
+    score: gr.Radio
+    finding: gr.Radio
+    comment: gr.Textbox
+    submit: gr.Button
+    msg: gr.Markdown
 
-    with gr.Column(visible=True) as signin_col:
+
+@dataclass
+class ReaderState:
+    """Server-side per browser session: the reader's token and the case on screen, plus the end screen."""
+    token: gr.State
+    case_id: gr.State
+    done_col: gr.Column
+    done_md: gr.Markdown
+
+
+def signin_panel(store: StudyStore) -> SignInPanel:
+    with gr.Column(visible=True) as col:
         gr.Markdown("### Visual Turing test\nSign in with your name and the access code you were given. "
                     "At your first sign-in you get a personal reader code: this browser remembers it, and on "
                     "another device you continue by entering your name and that reader code as the access code.")
         name = gr.Textbox(label="Your name", max_length=MAX_READER_NAME_CHARS)
         code = gr.Textbox(label="Access code (or your reader code)", placeholder="XXXX-XXXX-XXXX", max_length=40)
-        # reader codes this browser was given, by name (encrypted with a key kept in the study database)
+        # encrypted with a key kept in the study database
         codes = gr.BrowserState({}, storage_key="medgan-reader-codes", secret=store.browser_key())
         start = gr.Button("Start reading", variant="primary")
-        signin_msg = gr.Markdown()
+        msg = gr.Markdown()
+    return SignInPanel(col, name, code, codes, start, msg)
 
-    with gr.Column(visible=False, elem_id="rate-reader") as read_col:
+
+def reading_panel() -> ReadingPanel:
+    """The case image with window/level sliders beside the answer form."""
+    with gr.Column(visible=False, elem_id="rate-reader") as col:
         code_notice = gr.Markdown(elem_id="rate-reader-code")
         header = gr.Markdown()
         with gr.Row():
@@ -171,23 +197,33 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
                 comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=2000)
                 submit = gr.Button("Save and next  (Enter)", variant="primary", elem_id="rate-submit")
                 msg = gr.Markdown()
+    return ReadingPanel(col, code_notice, header, image, bright, contrast, reset, call, score, finding, comment,
+                        submit, msg)
 
-    with gr.Column(visible=False) as done_col:
-        done_md = gr.Markdown()
 
-    with gr.Column(visible=False) as admin_col:
-        study_admin.build_admin_panel(store, workspace, admin_password, paths)
+def screen_values(tok: str, scr: ReaderScreen) -> tuple:
+    """A reader screen in reader_outputs() order."""
+    choices = [(f"{FINDING_KEYS[i]} · {f}" if i < len(FINDING_KEYS) else f, f) for i, f in enumerate(scr.findings)]
+    return (tok, scr.case_id, gr.update(visible=False), gr.update(visible=not scr.done), gr.update(visible=scr.done),
+            scr.header, scr.image_html, scr.header,
+            gr.update(value=None), gr.update(value=None, label=scr.score_label),
+            gr.update(choices=choices, value=None, visible=scr.ask_finding), gr.update(value=""), "", "")
 
-    def show(tok: str, scr: ReaderScreen) -> tuple:
-        case = scr.case_id
-        choices = [(f"{FINDING_KEYS[i]} · {f}" if i < len(FINDING_KEYS) else f, f) for i, f in enumerate(scr.findings)]
-        return (tok, case, gr.update(visible=False), gr.update(visible=not scr.done), gr.update(visible=scr.done),
-                scr.header, scr.image_html, scr.header,
-                gr.update(value=None), gr.update(value=None, label=scr.score_label),
-                gr.update(choices=choices, value=None, visible=scr.ask_finding), gr.update(value=""), "", "")
 
-    outputs = [token, case_id, signin_col, read_col, done_col, header, image, done_md, call, score, finding,
-               comment, msg, signin_msg]
+def reader_outputs(si: SignInPanel, rd: ReadingPanel, st: ReaderState) -> list[Any]:
+    return [st.token, st.case_id, si.column, rd.column, st.done_col, rd.header, rd.image, st.done_md, rd.call,
+            rd.score, rd.finding, rd.comment, rd.msg, si.msg]
+
+
+def remember_code(known: dict, key: str, reader_code: str) -> dict:
+    """This browser's reader codes with the new one last, the oldest dropped past MAX_REMEMBERED_CODES."""
+    known.pop(key, None)
+    known[key] = reader_code
+    return dict(list(known.items())[-MAX_REMEMBERED_CODES:])
+
+
+def wire_signin(reader: ReaderHandlers, si: SignInPanel, rd: ReadingPanel, st: ReaderState) -> None:
+    outputs = reader_outputs(si, rd, st)
 
     def on_signin(n: str, c: str, known: dict | None, request: gr.Request) -> tuple:
         known = dict(known or {}) if isinstance(known, dict) else {}
@@ -198,13 +234,18 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
             return (gr.update(),) * (len(outputs) - 1) + (f"**{html.escape(str(exc))}**", gr.update(), gr.update())
         notice = ""
         if scr.reader_code:
-            known.pop(key, None)
-            known[key] = scr.reader_code
-            known = dict(list(known.items())[-MAX_REMEMBERED_CODES:])
+            known = remember_code(known, key, scr.reader_code)
             notice = (f"**Your personal reader code: `{scr.reader_code}`** — write it down. This browser remembers it; "
                       "on another device, sign in with your name and this code as the access code. "
                       "Nobody can answer under your name without it.")
-        return show(tok, scr) + (notice, known)
+        return screen_values(tok, scr) + (notice, known)
+
+    si.start.click(on_signin, [si.name, si.code, si.codes], outputs + [rd.code_notice, si.codes], api_visibility="private")
+    si.code.submit(on_signin, [si.name, si.code, si.codes], outputs + [rd.code_notice, si.codes], api_visibility="private")
+
+
+def wire_reading(reader: ReaderHandlers, si: SignInPanel, rd: ReadingPanel, st: ReaderState) -> None:
+    outputs = reader_outputs(si, rd, st)
 
     def on_submit(tok: str | None, case: str | None, cl: str | None, sc: str | None, fi: str | None, co: str | None) -> tuple:
         try:
@@ -212,16 +253,19 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
         except UserError as exc:
             keep = (gr.update(),) * (len(outputs) - 2)
             return keep + (f"**{html.escape(str(exc))}**", gr.update())
-        return show(tok or "", scr)
+        return screen_values(tok or "", scr)
 
-    start.click(on_signin, [name, code, codes], outputs + [code_notice, codes], api_visibility="private")
-    code.submit(on_signin, [name, code, codes], outputs + [code_notice, codes], api_visibility="private")
-    submit.click(on_submit, [token, case_id, call, score, finding, comment], outputs, api_visibility="private")
-    bright.input(None, [bright, contrast], None, js=WL_JS)
-    contrast.input(None, [bright, contrast], None, js=WL_JS)
-    reset.click(lambda: (100, 100), None, [bright, contrast], js="() => { document.documentElement.style"
-                ".setProperty('--rate-filter', 'none'); return [100, 100]; }", api_visibility="private")
+    rd.submit.click(on_submit, [st.token, st.case_id, rd.call, rd.score, rd.finding, rd.comment], outputs,
+                    api_visibility="private")
+    # window/level in the browser: no server round trip while dragging
+    rd.bright.input(None, [rd.bright, rd.contrast], None, js=WL_JS)
+    rd.contrast.input(None, [rd.bright, rd.contrast], None, js=WL_JS)
+    rd.reset.click(lambda: (100, 100), None, [rd.bright, rd.contrast], js="() => { document.documentElement.style"
+                   ".setProperty('--rate-filter', 'none'); return [100, 100]; }", api_visibility="private")
 
+
+def wire_admin_view(signin_col: gr.Column, admin_col: gr.Column) -> None:
+    """`?admin` in the address shows the admin panel instead of the sign-in."""
     def on_load(request: gr.Request) -> tuple:
         is_admin = request is not None and "admin" in request.query_params
         return gr.update(visible=not is_admin), gr.update(visible=is_admin)
@@ -229,3 +273,30 @@ def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any 
     root = gr.context.Context.root_block
     if root is not None:
         root.load(on_load, None, [signin_col, admin_col], api_visibility="private")
+
+
+def build_rate_tab(workspace: Workspace, admin_password: str | None, paths: Any = None) -> None:
+    """The Rate tab's content; call inside `with gr.Tab("Rate"):` of the app's Blocks.
+
+    Readers open the app's URL; organisers open it with `?admin` to get the admin panel instead.
+    The app must also call `mount_study_routes(fastapi_app, workspace)` so case images are served.
+    `paths`: the server's PathPolicy for folders the admin types (security.paths).
+    """
+    from medgan_ui.ui import study_admin_panel
+
+    hide_folder(workspace.root, "workspace")  # messages of the admin panel (the reader-only server has no app.py)
+    store = StudyStore(workspace.studies_db)
+    # relative image URLs: they still resolve when a reverse proxy serves the app under a path prefix
+    reader = ReaderHandlers(store, prefix=PREFIX.lstrip("/"))
+    gr.HTML(f"<style>{CSS}</style>", js_on_load=KEYS_JS, padding=False)
+    token, case_id = gr.State(None), gr.State(None)
+    si = signin_panel(store)
+    rd = reading_panel()
+    with gr.Column(visible=False) as done_col:
+        done_md = gr.Markdown()
+    with gr.Column(visible=False) as admin_col:
+        study_admin_panel.build_admin_panel(store, workspace, admin_password, paths)
+    st = ReaderState(token, case_id, done_col, done_md)
+    wire_signin(reader, si, rd, st)
+    wire_reading(reader, si, rd, st)
+    wire_admin_view(si.column, admin_col)

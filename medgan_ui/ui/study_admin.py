@@ -1,10 +1,9 @@
-"""Study administration panel (inside the Rate tab, at ?admin): create/close studies, reader codes,
-progress, results. Every handler checks the admin token server-side first: the panel being hidden
-is not the protection, since Gradio exposes each handler as an endpoint.
+"""Study administration (the Rate tab's panel at ?admin): create/close studies, reader codes, progress,
+results. Every handler checks the admin token server-side first: the panel being hidden is not the
+protection, since Gradio exposes each handler as an endpoint. The panel's widgets are study_admin_panel's.
 """
 from __future__ import annotations
 
-import functools
 import hmac
 import html
 import secrets
@@ -13,11 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
-
 from medgan_ui.errors import UserError
 from medgan_ui.security.paths import PathPolicy, is_plain_name
-from medgan_ui.security.throttle import client_key, format_wait, login_throttle
+from medgan_ui.security.throttle import format_wait, login_throttle
 from medgan_ui.study import analysis
 from medgan_ui.study.store import StudyStore
 from medgan_ui.workspace import Workspace
@@ -26,11 +23,6 @@ DISABLED = ("The study administration view is disabled because no admin password
             "`python launch.py --admin-password YOUR-PASSWORD` or set the environment variable "
             "`MEDGAN_ADMIN_PASSWORD`, then open this page with `?admin` at the end of the address.")
 TOKEN_HOURS = 12
-REFRESH_S = 5.0  # progress table refresh while an admin is signed in
-
-
-def _progress_rows(progress: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[p["reader"], p["answered"], p["total"], p["personal_code"], p["last_answer"]] for p in progress]
 
 
 class AdminHandlers:
@@ -155,178 +147,3 @@ def conclusion_markdown(res: dict[str, Any]) -> str:
     parts.append(f"<small>Rating scale: {html.escape(t['rating_scale'])}. Equivalence margin ±{t['margin']:g} AUC, "
                  "fixed when the study was created.</small>")
     return "\n\n".join(parts)
-
-
-def _sources(workspace: Workspace) -> list[str]:
-    sets = [p.name for p in sorted(workspace.synthetic.iterdir()) if (p / "labels.csv").is_file()]
-    runs = [p.name for p in workspace.list_runs()]
-    return sets + runs
-
-
-def build_admin_panel(store: StudyStore, workspace: Workspace, admin_password: str | None,
-                      paths: PathPolicy | None = None) -> AdminHandlers:
-    admin = AdminHandlers(store, workspace, admin_password, paths)
-    gr.Markdown("## Study administration")
-    if not admin_password:
-        gr.Markdown(DISABLED)
-        return admin
-    token = gr.State(None)
-    timer = gr.Timer(REFRESH_S, active=False)
-    with gr.Row() as login_row:
-        pw = gr.Textbox(label="Admin password", type="password", scale=3)
-        login_btn = gr.Button("Sign in", variant="primary", scale=1)
-    login_msg = gr.Markdown()
-    with gr.Column(visible=False) as panel:
-        from medgan_ui.study import integrity
-
-        gr.Markdown("Database check at start-up: " + html.escape(integrity.report_line(Path(store.path), store.integrity)))
-        with gr.Row():
-            study = gr.Dropdown([], label="Study", scale=4)
-            refresh = gr.Button("Refresh", scale=1)
-        studies_tbl = gr.Dataframe(headers=["id", "name", "status", "cases", "readers", "created"], interactive=False)
-        with gr.Accordion("Create a study", open=False):
-            with gr.Row():
-                c_name = gr.Textbox(label="Name", value="Visual Turing test")
-                c_real = gr.Textbox(label="Real images", value="demo", info="'demo', a dataset name or a folder")
-                c_part = gr.Dropdown(["test", "val", "train", "all"], value="test", label="Part")
-            c_syn = gr.Dropdown(_sources(workspace), multiselect=True, allow_custom_value=True,
-                                label="Synthetic sets or runs", info="synthetic set folders (images + labels.csv) or run ids")
-            with gr.Row():
-                c_classes = gr.Textbox(label="Finding classes", placeholder="empty = all findings + No Finding")
-                c_nreal = gr.Number(label="Real per class", value=10, precision=0)
-                c_nsyn = gr.Number(label="Synthetic per class", value=10, precision=0)
-                c_rep = gr.Number(label="Repeated cases", value=0, precision=0)
-                c_score = gr.Radio(["realism", "confidence"], value="realism", label="Score")
-                c_seed = gr.Number(label="Seed", value=0, precision=0)
-                c_margin = gr.Number(label="Equivalence margin (AUC)", value=0.1, minimum=0.01, maximum=0.49,
-                                     info="'indistinguishable' = reader-averaged AUC within 0.5 ± this")
-                c_readers = gr.Number(label="Readers planned", value=5, precision=0, info="for the size advice")
-            create_btn = gr.Button("Create study", variant="primary")
-        with gr.Row():
-            close_btn = gr.Button("Close study")
-            open_btn = gr.Button("Reopen study")
-            code_btn = gr.Button("New access code")
-            r_name = gr.Textbox(label="Reader name", scale=2)
-            reader_btn = gr.Button("Issue reader code")
-            reset_btn = gr.Button("Reset reader code")
-        action_msg = gr.Markdown()
-        progress_tbl = gr.Dataframe(headers=["reader", "answered", "total", "personal code", "last answer"], interactive=False)
-        results_btn = gr.Button("Show results")
-        conclusion = gr.Markdown(elem_id="study-conclusion")
-        results_tbl = gr.Dataframe(headers=analysis.SUMMARY_HEADERS, interactive=False)
-        with gr.Row():
-            roc_img = gr.Image(label="ROC per reader and reader-averaged", type="filepath", interactive=False, elem_id="study-roc")
-            forest_img = gr.Image(label="Per-reader AUC (forest plot)", type="filepath", interactive=False, elem_id="study-forest")
-        with gr.Row():
-            figure = gr.Image(label="Summary", type="filepath", interactive=False)
-            with gr.Column():
-                csv_file = gr.File(label="All ratings (CSV, MRMC long format: reader, treatment, case, truth, rating, time)")
-                tt_json = gr.JSON(label="turing_test block (for a model card)")
-
-    def studies_view(tok: str | None, selected: str | None = None) -> tuple:
-        rows = admin.studies(tok)
-        table = [[s["id"], s["name"], s["status"], s["n_cases"], s["n_readers"], s["created"]] for s in rows]
-        ids = [s["id"] for s in rows]
-        sel = selected if selected in ids else (ids[-1] if ids else None)
-        return gr.update(choices=[(f"{s['name']} ({s['id']})", s["id"]) for s in rows], value=sel), table
-
-    def guarded(fn):  # every UserError (bad token included) becomes a message, never a traceback
-        @functools.wraps(fn)  # Gradio reads fn's signature (on_create asks for the request)
-        def run(*a: Any) -> Any:
-            try:
-                return fn(*a)
-            except UserError as exc:
-                return _msg_only(str(exc))
-        return run
-
-    outs = [study, studies_tbl, progress_tbl, action_msg]
-
-    def _msg_only(text: str) -> tuple:
-        return (gr.update(),) * (len(outs) - 1) + (f"**{html.escape(text)}**",)
-
-    def on_login(password: str, request: gr.Request) -> tuple:
-        try:
-            tok = admin.login(password, client_key(request))
-        except UserError as exc:
-            return None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"**{html.escape(str(exc))}**", gr.update()
-        dd, table = studies_view(tok)
-        sel = dd.get("value")
-        prog = _progress_rows(admin.progress(tok, sel)) if sel else []
-        return tok, gr.update(visible=False), gr.update(visible=True), dd, table, prog, "", gr.Timer(active=True)
-
-    login_outs = [token, login_row, panel, study, studies_tbl, progress_tbl, login_msg, timer]
-    login_btn.click(on_login, [pw], login_outs, api_visibility="private")
-    pw.submit(on_login, [pw], login_outs, api_visibility="private")
-
-    def on_tick(tok: str | None, sel: str | None) -> Any:
-        # live progress while the admin watches; a stale or missing token just stops updating
-        try:
-            return _progress_rows(admin.progress(tok, sel)) if sel else gr.update()
-        except UserError:
-            return gr.update()
-
-    timer.tick(on_tick, [token, study], [progress_tbl], api_visibility="private", show_progress="hidden")
-
-    def on_refresh(tok: str | None, sel: str | None) -> tuple:
-        dd, table = studies_view(tok, sel)
-        prog = _progress_rows(admin.progress(tok, sel)) if sel in [s["id"] for s in admin.studies(tok)] else []
-        return dd, table, prog, ""
-
-    def on_create(tok, name, real, part, syn, classes, nreal, nsyn, rep, score, seed, margin, readers,
-                  request: gr.Request) -> tuple:
-        cls = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
-        res = admin.create(tok, admin.paths.for_request(request), name=name, real=real or "demo",
-                           part=None if part == "all" else part, synthetic=list(syn or []),
-                           classes=cls, real_per_class=int(nreal or 0), synthetic_per_class=int(nsyn or 0),
-                           repeats=int(rep or 0), score_kind=score, seed=int(seed or 0),
-                           equivalence_margin=float(margin if margin is not None else 0.1), planned_readers=int(readers or 5))
-        dd, table = studies_view(tok, res["study_id"])
-        text = (f"Created **{html.escape(res['study_id'])}** with {res['n_cases']} cases. Access code for readers: "
-                f"`{res['access_code']}` (shown once; use *New access code* to replace it).\n\n"
-                f"**Size:** {html.escape(res['size_advice'])}"
-                + "".join(f"\n\n**Warning:** {html.escape(w)}" for w in res["warnings"]))
-        return dd, table, [], text
-
-    def on_status(status: str):
-        def run(tok, sel) -> tuple:
-            admin.set_status(tok, sel, status)
-            dd, table = studies_view(tok, sel)
-            return dd, table, gr.update(), f"Study {html.escape(sel)} is now {status}."
-        return run
-
-    def on_code(tok, sel) -> tuple:
-        code = admin.new_access_code(tok, sel)
-        return gr.update(), gr.update(), gr.update(), f"New access code for {html.escape(sel)}: `{code}` (the old one no longer works)."
-
-    def on_reader(tok, sel, rname) -> tuple:
-        code = admin.add_reader(tok, sel, rname)
-        prog = _progress_rows(admin.progress(tok, sel))
-        return gr.update(), gr.update(), prog, f"Reader code for {html.escape(rname)}: `{code}` (only this code signs in under that name)."
-
-    def on_reset(tok, sel, rname) -> tuple:
-        code = admin.reset_reader(tok, sel, rname)
-        return (gr.update(), gr.update(), gr.update(),
-                f"New reader code for {html.escape(rname)}: `{code}` (the old code and their open sessions no longer work).")
-
-    refresh.click(guarded(on_refresh), [token, study], outs, api_visibility="private")
-    study.change(guarded(on_refresh), [token, study], outs, api_visibility="private")
-    create_btn.click(guarded(on_create), [token, c_name, c_real, c_part, c_syn, c_classes, c_nreal, c_nsyn, c_rep, c_score, c_seed,
-                                          c_margin, c_readers],
-                     outs, api_visibility="private")
-    close_btn.click(guarded(on_status("closed")), [token, study], outs, api_visibility="private")
-    open_btn.click(guarded(on_status("open")), [token, study], outs, api_visibility="private")
-    code_btn.click(guarded(on_code), [token, study], outs, api_visibility="private")
-    reader_btn.click(guarded(on_reader), [token, study, r_name], outs, api_visibility="private")
-    reset_btn.click(guarded(on_reset), [token, study, r_name], outs, api_visibility="private")
-
-    def on_results(tok, sel) -> tuple:
-        try:
-            res = admin.results(tok, sel)
-        except UserError as exc:
-            return (gr.update(),) * 7 + (f"**{html.escape(str(exc))}**",)
-        return (res["conclusion"], analysis.summary_table(res["result"]), res["roc"], res["forest"], res["figure"], res["csv"],
-                res["turing_test"], "")
-
-    results_btn.click(on_results, [token, study], [conclusion, results_tbl, roc_img, forest_img, figure, csv_file, tt_json, action_msg],
-                      api_visibility="private")
-    return admin

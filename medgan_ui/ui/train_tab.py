@@ -23,7 +23,7 @@ from medgan_ui.gan.registry import families
 from medgan_ui.gan.runs import Run
 from medgan_ui.jobs import ACTIVE, resume_training, start_training, stop_training
 from medgan_ui.ui.context import AppContext
-from medgan_ui.ui.errors import friendly
+from medgan_ui.ui.errors import friendly, message_for
 
 TIMER_S = 1.5
 RUN_COLUMNS = ["run", "model", "preset", "status", "step", "of", "note"]
@@ -256,7 +256,7 @@ def refresh(ctx: AppContext, run_id: str | None, state: dict) -> tuple:
     try:
         run = Run(ctx.run_dir(run_id), ctx.workspace) if run_id else None
     except UserError as exc:
-        return f"<p>{html.escape(str(exc))}</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
+        return f"<p>{html.escape(message_for(exc))}</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
     out_live = live_html(ctx, run_id)
     note = size_note(ctx)
     out_note = note if note != state.get("note") else gr.skip()

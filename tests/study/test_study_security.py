@@ -139,6 +139,8 @@ def test_gradio_handlers_refuse_direct_calls(env):
 def test_page_config_leaks_nothing(env):
     ws, base, (s1, code1), _ = env
     text = httpx.get(base + "/config").text
+    for page in (text, httpx.get(base + "/").text):  # the admin panel's database line names the file only
+        assert str(ws.root) not in page and "study database studies.sqlite" in page
     store = StudyStore(ws.studies_db)
     for c in store.cases(s1):
         assert c["id"] not in text and c["source"] not in text

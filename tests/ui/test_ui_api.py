@@ -20,12 +20,13 @@ from medgan_ui.ui.data_tab import SOURCES  # noqa: E402
 from _ui_fixtures import DEMO_N, running_app  # noqa: E402
 
 LABELS = ["F", "AP", "any", "any"]  # the four general-label dropdowns of the Browse tab
+ADMIN = "ui-api-admin"  # the Rate tab then builds its admin panel too (its page text is checked for paths)
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
-    with running_app(ws) as (ctx, demo):
+    with running_app(ws, admin_password=ADMIN) as (ctx, demo):
         yield ctx, Client(demo.local_url, verbose=False, download_files=str(ws / "downloads"))
 
 
@@ -45,6 +46,13 @@ def refused(client: Client, *args, api_name: str) -> str:
     msg = str(info.value)
     assert msg and "Traceback" not in msg and "File \"" not in msg
     return msg
+
+
+def exported_folder(ctx, note: str) -> Path:
+    """The export note names the folder inside the workspace, never its server path."""
+    shown = re.search(r"`([^`]+)`", note).group(1)
+    assert shown.startswith("workspace/synthetic/") and str(ctx.workspace.root) not in note, note
+    return ctx.workspace.root / shown.removeprefix("workspace/")
 
 
 def step_of(live_html: str) -> int:
@@ -156,10 +164,10 @@ def test_train_see_progress_stop_then_generate(app):
     wanted = sum(row[4] for row in plan["data"])
     note = client.predict(run_id, "latest", plan, "PNG + labels.csv", 0, api_name="/export")
     assert f"Wrote **{wanted:,}** synthetic images" in note
-    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    folder = exported_folder(ctx, note)
     assert len(list(folder.glob("*.png"))) == wanted and (folder / "labels.csv").is_file()
     note = client.predict(run_id, "latest", plan, "DICOM", 0, api_name="/export")
-    folder = Path(re.search(r"`([^`]+)`", note).group(1))
+    folder = exported_folder(ctx, note)
     assert len(list(folder.glob("*.dcm"))) == wanted
     assert "at least 1" in refused(client, run_id, 0, api_name="/export_plan")
 
@@ -231,3 +239,20 @@ def test_workspace_files_are_not_served(app):
             assert exc.code in (403, 404)
         else:
             assert b'"jobs"' not in body
+
+
+def test_pages_do_not_show_the_workspace_path(app):
+    """A demo server on a hospital network must not tell web users its folder layout: the header
+    names the workspace folder only, and nothing on the page or in its config has the full path."""
+    import urllib.request
+
+    ctx, client = app
+    root = str(ctx.workspace.root)
+    for route in ("", "config"):
+        with urllib.request.urlopen(f"{client.src.rstrip('/')}/{route}", timeout=30) as r:
+            body = r.read().decode("utf-8")
+        assert root not in body and root.replace("/", "\\/") not in body, route
+        assert ctx.workspace.root.name in body  # the header still says which workspace this is
+        assert "study database studies.sqlite: integrity ok" in body  # the admin panel's start-up check
+    msg = refused(client, "no-such-run", "latest", 16, 0, [], "any", "any", "any", "any", api_name="/generate")
+    assert root not in msg and "does not exist in workspace/runs" in msg, msg

@@ -94,6 +94,28 @@ def test_messages_are_plain_sentences():
         crash()
 
 
+def test_messages_name_the_workspace_not_its_path(tmp_path):
+    """A message shown in the UI never carries the server's workspace path (the server log does)."""
+    import gradio as gr
+
+    from medgan_ui.ui.errors import friendly, hide_folder, message_for
+
+    root = tmp_path / "ws-secret-layout"
+    hide_folder(root, "workspace")
+
+    @friendly
+    def missing_run():
+        raise UserError(f"run 'r1' does not exist in {root / 'runs'}; pick one from the list")
+
+    with pytest.raises(gr.Error) as info:
+        missing_run()
+    assert str(root) not in info.value.message and "in workspace/runs;" in info.value.message
+    msg = message_for(FileNotFoundError(2, "No such file or directory", str(root / "datasets" / "x.npz")))
+    assert msg == "No such file or directory: workspace/datasets/x.npz"
+    assert "unexpected error" in message_for(RuntimeError(f"bad header in {root}/jobs.json"))
+    assert str(root) not in message_for(RuntimeError(f"bad header in {root}/jobs.json"))
+
+
 def test_run_list_after_restart_shows_interrupted_run(tmp_path):
     from medgan_ui.gan.runs import list_runs
     from medgan_ui.workspace import Workspace, atomic_write_json
