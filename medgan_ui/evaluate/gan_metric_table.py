@@ -7,7 +7,8 @@ from medgan_ui.errors import UserError
 
 # every column either table may have; "IS" or "domain IS" is used, as the extractor is Inception or not
 METRIC_COLUMNS = ["model", "seed group", "n", "extractor", "IS", "domain IS", "IS chunk SD (sampling noise)",
-                  "FID", "FID floor", "KID", "KID floor", "NN-SSIM to training"]
+                  "FID", "FID floor", "KID", "KID floor", "NN-SSIM to training",
+                  "share > held-out p95"]
 WELCH_COLUMNS = ["comparison", "seeds", "Welch p (FID)", "Welch p (IS)", "Welch p (domain IS)", "note"]
 
 
@@ -31,16 +32,18 @@ def metric_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = [{"model": "real, held-out patients (reference)", "seed group": None, "n": n, "extractor": results["extractor"],
              **is_cells(real[key]), "FID": None, "FID floor": None, "KID": None, "KID floor": None,
-             "NN-SSIM to training": round(real["memorisation"]["mean"], 4)},
+             "NN-SSIM to training": round(real["memorisation"]["mean"], 4), "share > held-out p95": round(real["memorisation"]["frac_above_heldout_p95"], 3)},
             {"model": "real, training patients (floor)", "seed group": None, "n": n, "extractor": results["extractor"],
              **is_cells(real["floor_" + key]), "FID": None, "FID floor": round(real["fid_floor"], 3), "KID": None,
-             "KID floor": f"{real['kid_floor']['mean']:.4f}", "NN-SSIM to training": None}]
+             "KID floor": f"{real['kid_floor']['mean']:.4f}", "NN-SSIM to training": None,
+             "share > held-out p95": None}]
     group_of = {m: g["name"] for g in results["seed_groups"] for m in g["members"]}
     for mid, r in results["models"].items():
         rows.append({"model": mid, "seed group": group_of.get(mid), "n": r["n"], "extractor": r["extractor"],
                      **is_cells(r[key]), "FID": round(r["fid"], 3), "FID floor": round(r["fid_floor"], 3),
                      "KID": f"{r['kid']['mean']:.4f}", "KID floor": f"{real['kid_floor']['mean']:.4f}",
-                     "NN-SSIM to training": round(r["memorisation"]["mean"], 4)})
+                     "NN-SSIM to training": round(r["memorisation"]["mean"], 4),
+                     "share > held-out p95": round(r["memorisation"]["frac_above_heldout_p95"], 3)})
     return rows
 
 
@@ -70,5 +73,6 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
              f"{results['is_name']}: " + ("Inception-v3 class softmax" if results["is_name"] == "IS" else
                                           "the domain extractor's class softmax (the dataset's findings), not Inception's"),
              "NN-SSIM to training: mean over images of the highest SSIM to a training image; synthetic images "
-             "well above the held-out real row sit closer to training images than new real ones do"]
+             "well above the held-out real row sit closer to training images than new real ones do; 'share > held-out "
+             "p95' is the share of images above the held-out images' 95th percentile (about 0.05 for new real images)"]
     return lines + [f"note: {n}" for n in results.get("notes", [])]

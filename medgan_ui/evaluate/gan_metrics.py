@@ -252,6 +252,9 @@ def evaluate_gan(
             "kid": kid(ext, ref, fake), "ms_ssim_by_class": div,
             "ms_ssim_settings": ms_ssim_settings(ds.size), "memorisation": memorisation(fake, train_imgs),
         }
+    p95 = results["real"]["memorisation"]["p95"]  # held-out real images: how close new real images come
+    for r in [results["real"], *results["models"].values()]:
+        r["memorisation"]["frac_above_heldout_p95"] = float(np.mean(np.array(r["memorisation"]["per_image"]) > p95))
     done = [s for s in srcs if s.ident in results["models"]]
     results["seed_groups"] = seed_groups(done)
     per_run = {i: {"fid": r["fid"], key: r[key]["mean"]} for i, r in results["models"].items()}

@@ -115,12 +115,13 @@ def check_extractor_unseen(trained_patients: set[str], ds: ImageSet, real: RealS
                         f"(e.g. {sorted(both)[:3]}); use --extractor domain")
 
 
-def _trained_fingerprint(ws_runs: Any, run_id: str) -> tuple[str | None, int | None, str | None]:
-    path = ws_runs / run_id / "config.json"
-    if not path.is_file():
-        return None, None, None
-    ref = read_json(path).get("dataset") or {}
-    return ref.get("fingerprint"), ref.get("n_train"), ref.get("name")
+def _run_dataset(ws: Any, run_id: str) -> dict[str, Any] | None:
+    """What a run's config.json records about its data, or None when there is no such run."""
+    try:
+        path = ws.run_dir(run_id) / "config.json"
+    except ValueError:  # not a plain id
+        return None
+    return (read_json(path).get("dataset") or {}) if path.is_file() else None
 
 
 def check_trained_on(src: Any, ds: ImageSet, ws: Any) -> str | None:
@@ -130,10 +131,11 @@ def check_trained_on(src: Any, ds: ImageSet, ws: Any) -> str | None:
     if src.kind == "set":
         man = src.path / "manifest.json"
         run_id = read_json(man).get("run") if man.is_file() else None
-        if not run_id or not (ws.runs / str(run_id) / "config.json").is_file():
-            return (f"synthetic set {src.ident}: its run is unknown, so it is assumed to come from a model trained "
-                    "on this dataset's train part")
-    fp, n_train, name = _trained_fingerprint(ws.runs, str(run_id))
+    ref = _run_dataset(ws, str(run_id)) if run_id else None
+    if ref is None:
+        return (f"synthetic set {src.ident}: its run is unknown, so it is assumed to come from a model trained "
+                "on this dataset's train part")
+    fp, n_train, name = ref.get("fingerprint"), ref.get("n_train"), ref.get("name")
     what = f"run {run_id}" + (f" (source of synthetic set {src.ident})" if src.kind == "set" else "")
     if fp and ds.fingerprint and fp != ds.fingerprint:
         raise UserError(f"{what} trained on dataset {name!r} (fingerprint {fp}), not on the loaded {ds.name!r} "

@@ -107,6 +107,8 @@ def test_evaluate_gan_end_to_end_with_sets(small, tmp_path):
     # copies of training images sit closer to the training set than held-out real images do; noise does not
     close, noisy = r["models"]["close"]["memorisation"]["mean"], r["models"]["noisy"]["memorisation"]["mean"]
     assert close > r["real"]["memorisation"]["mean"] > noisy
+    assert r["models"]["close"]["memorisation"]["frac_above_heldout_p95"] > 0.5
+    assert r["real"]["memorisation"]["frac_above_heldout_p95"] <= 0.1
     # sets whose run is unknown: each its own model, one seed each, so no test; and a note says so
     assert r["welch_seeds"]["close vs noisy"]["note"] == "one seed per model: no test"
     assert any("synthetic set close" in note for note in r["notes"])

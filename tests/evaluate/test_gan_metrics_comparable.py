@@ -2,6 +2,8 @@
 saw a scored image, 'domain IS', equal IS chunks, Welch over training seeds, memorisation baseline."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,13 @@ def test_run_trained_on_other_data_is_refused(small, runs):
     other.split = small.split.copy()
     with pytest.raises(UserError, match="fingerprint"):
         G.evaluate_gan(ws, other, [ids[(0.999, 0)]], n=20)
+    from _synthetic_sets import write_synthetic_set
+
+    write_synthetic_set(ws, "from-run", small, np.arange(30), noise=4.0)  # exported from a run: traced to it
+    man = ws.synthetic_dir("from-run") / "manifest.json"
+    man.write_text(json.dumps({**json.loads(man.read_text()), "run": ids[(0.999, 0)]}))
+    with pytest.raises(UserError, match="source of synthetic set from-run"):
+        G.evaluate_gan(ws, other, ["from-run"], n=20)
 
 
 def test_saved_extractor_without_training_record_is_refused(small, tmp_path):
