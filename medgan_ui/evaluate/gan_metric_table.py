@@ -32,7 +32,8 @@ def metric_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = [{"model": "real, held-out patients (reference)", "seed group": None, "n": n, "extractor": results["extractor"],
              **is_cells(real[key]), "FID": None, "FID floor": None, "KID": None, "KID floor": None,
-             "NN-SSIM to training": round(real["memorisation"]["mean"], 4), "share > held-out p95": round(real["memorisation"]["frac_above_heldout_p95"], 3)},
+             "NN-SSIM to training": round(real["memorisation"]["mean"], 4),
+             "share > held-out p95": round(real["memorisation"]["frac_above_heldout_p95"], 3)},
             {"model": "real, training patients (floor)", "seed group": None, "n": n, "extractor": results["extractor"],
              **is_cells(real["floor_" + key]), "FID": None, "FID floor": round(real["fid_floor"], 3), "KID": None,
              "KID floor": f"{real['kid_floor']['mean']:.4f}", "NN-SSIM to training": None,

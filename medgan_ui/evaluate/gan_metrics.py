@@ -224,7 +224,7 @@ def evaluate_gan(
     results: dict[str, Any] = {
         "extractor": ext.name, "extractor_file": str(saved) if saved else None, "extractor_trained_on": trained_on,
         "is_name": is_name(ext), "is_key": key, "is_splits": IS_SPLITS, "n": real.n, "n_requested": int(n),
-        "seed": seed, "real_sets": real.describe(ds), "design": R.__doc__.split("Design", 1)[1].strip(),
+        "seed": seed, "real_sets": real.describe(ds), "design": (R.__doc__ or "").partition("Design")[2].strip(),
         "real": {"fid_floor": fid(ext, ref, floor_imgs), "kid_floor": kid(ext, ref, floor_imgs),
                  key: is_of(ext, ref), "floor_" + key: is_of(ext, floor_imgs),
                  "ms_ssim_by_class": {c: ms_ssim_diversity(ref[torch.from_numpy(ix)], seed=seed)["mean"]

@@ -38,10 +38,7 @@ def seed_groups(sources: list[Any]) -> list[dict[str, Any]]:
         g = groups.setdefault(key, {"kind": kind, "members": [], "seeds": []})
         g["members"].append(src.ident)
         g["seeds"].append(seed)
-    out = []
-    for g in groups.values():
-        out.append({"name": "+".join(g["members"]), **g})
-    return out
+    return [{"name": "+".join(g["members"]), **g} for g in groups.values()]
 
 
 def welch_over_seeds(groups: list[dict[str, Any]], per_run: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -54,7 +51,8 @@ def welch_over_seeds(groups: list[dict[str, Any]], per_run: dict[str, dict[str, 
             mb = [m for m in gb["members"] if m in per_run]
             row: dict[str, Any] = {"seeds": [len(ma), len(mb)]}
             if len(ma) < 2 or len(mb) < 2:
-                row["note"] = ONE_SEED if len(ma) < 2 and len(mb) < 2 else "a model with one seed: no test (needs 2+ seeds each)"
+                both_single = len(ma) < 2 and len(mb) < 2
+                row["note"] = ONE_SEED if both_single else "a model with one seed: no test (needs 2+ seeds each)"
             else:
                 for metric in per_run[ma[0]]:
                     row[metric] = {**welch_t([per_run[m][metric] for m in ma], [per_run[m][metric] for m in mb]),

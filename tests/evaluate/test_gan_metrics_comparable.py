@@ -104,6 +104,11 @@ def test_evaluate_runs_comparable_with_seed_welch(small, runs):
     wr = welch_rows(r)
     assert len(wr) == 1 and wr[0]["seeds"] == "2 vs 2" and "Welch p (domain IS)" in wr[0]
     assert any(f"n = {n}" in line for line in summary_lines(r))
+    # the saved extractor reused: its training patients are left out of the floor pool, so it scores none of them
+    again = G.evaluate_gan(ws, small, [order[0]], extractor=f"domain:{out['dir']}/extractor.pt", n=20)["results"]
+    assert again["extractor"] == r["extractor"] and again["n"] == 20
+    assert not trained & (_patients(small, again["real_sets"]["floor_sample"]["index"])
+                          | _patients(small, again["real_sets"]["reference"]["index"]))
     # one seed per model: no test
     single = G.evaluate_gan(ws, small, [order[0], order[2]], n=20, seed=0, extractor_epochs=1)["results"]
     (only,) = single["welch_seeds"].values()
@@ -134,3 +139,15 @@ def test_saved_extractor_without_training_record_is_refused(small, tmp_path):
     _write_set(ws, "s", small, np.arange(30), noise=4.0)
     with pytest.raises(UserError, match="does not record"):
         G.evaluate_gan(ws, small, ["s"], extractor=f"domain:{path}", n=20)
+
+
+def test_welch_needs_two_seeds_on_each_side():
+    from medgan_ui.evaluate.seed_groups import welch_over_seeds
+
+    groups = [{"name": "a1+a2+a3", "members": ["a1", "a2", "a3"]}, {"name": "b1", "members": ["b1"]},
+              {"name": "c1+c2", "members": ["c1", "c2"]}]
+    fid = {"a1": 10.0, "a2": 12.0, "a3": 11.0, "b1": 30.0, "c1": 20.0, "c2": 23.0}
+    w = welch_over_seeds(groups, {k: {"fid": v} for k, v in fid.items()})
+    assert "fid" not in w["a1+a2+a3 vs b1"] and "2+ seeds" in w["a1+a2+a3 vs b1"]["note"]
+    ref = st.ttest_ind([10.0, 12.0, 11.0], [20.0, 23.0], equal_var=False)
+    assert w["a1+a2+a3 vs c1+c2"]["fid"]["p"] == pytest.approx(ref.pvalue) and w["a1+a2+a3 vs c1+c2"]["seeds"] == [3, 2]
