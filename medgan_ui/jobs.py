@@ -392,7 +392,8 @@ def start_experiment(manager: JobManager, ws: Workspace, dataset: Any, cfg: Any)
 
 def start_gan_metrics(manager: JobManager, ws: Workspace, dataset: Any, sources: list[str], *,
                       extractor: str = "domain", n: int = 500) -> str:
-    """Queue IS/FID/KID/memorisation for runs or synthetic sets. Returns the job id."""
+    """Queue the generator metrics (FID/KID against held-out real images, IS, memorisation) for runs or
+    synthetic sets. Returns the job id."""
     from medgan_ui.evaluate.gan_metrics import evaluate_gan
 
     if not sources:

@@ -61,11 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace_arg(p)
     p.set_defaults(func=_evaluate)
 
-    q = sub.add_parser("metrics", help="generator quality (GAN or diffusion runs): IS (+ Welch t-test), FID/KID with floor, MS-SSIM, memorisation")
+    q = sub.add_parser("metrics", help="generator quality (GAN or diffusion runs) against held-out real images: FID/KID with a "
+                       "real-vs-real floor at the same n, IS (domain IS unless Inception), MS-SSIM, memorisation "
+                       "with a held-out baseline; Welch t-test between models over training seeds")
     _data_args(q)
-    q.add_argument("--run", action="append", required=True, help="run (or synthetic set) id; repeat to compare two")
+    q.add_argument("--run", action="append", required=True, help="run (or synthetic set) id; repeat: runs differing only by seed form one model, "
+                        "and models with 2+ seeds each are compared by Welch's t-test")
     q.add_argument("--extractor", default="domain", help="domain | domain:PATH | inception:PATH (local weights)")
-    q.add_argument("--n", type=int, default=1000, help="synthetic images per run (default 1000)")
+    q.add_argument("--n", type=int, default=1000, help="images per set: each model, the held-out reference and the floor sample (default 1000; "
+                        "capped by the held-out images, rounded down to a multiple of 10)")
     q.add_argument("--extractor-epochs", type=int, default=8, help="training epochs of the domain extractor")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default=None)
@@ -143,7 +147,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from medgan_ui.evaluate.gan_metrics import evaluate_gan, metric_rows
+    from medgan_ui.evaluate.gan_metric_table import metric_rows, summary_lines, welch_rows
+    from medgan_ui.evaluate.gan_metrics import evaluate_gan
     from medgan_ui.workspace import Workspace
 
     ws = Workspace(args.workspace)
@@ -157,6 +162,12 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out["results"], indent=2, default=str))
     else:
-        _print_table(metric_rows(out["results"]))
-        print(f"extractor: {out['results']['extractor']}; written to {out['dir']}")
+        res = out["results"]
+        _print_table(metric_rows(res))
+        print("\nmodels over training seeds (Welch t-test on per-run values):")
+        _print_table(welch_rows(res))
+        print()
+        for line in summary_lines(res):
+            print(line)
+        print(f"written to {out['dir']}")
     return 0

@@ -1,15 +1,17 @@
 """Feature extractors for FID / KID / IS, pluggable into torchmetrics (`feature=` an nn.Module).
 
-* domain    - (default) a small ResNet-18 (small-input form, width 0.25, 128 features) trained on the
-              dataset's real training images to tell its classes apart (each finding, plus No Finding;
-              an image with several findings counts as its rarest). ImageNet features say little about
+* domain    - (default) a small ResNet-18 (small-input form, width 0.25, 128 features) trained on
+              real training-part images to tell their classes apart (each finding, plus No Finding;
+              an image with several findings counts as its rarest). The generator metrics pass the
+              training images it may use (never the held-out reference nor the floor sample:
+              evaluate/reference.py); `trained_on` records them (dataset, patients, image count). ImageNet features say little about
               chest films; a domain classifier's features do, and it needs no download. Saved with the
               metrics result (extractor.pt) and reusable as `domain:PATH`.
 * inception - torchvision's Inception-v3 architecture with weights from a local file the user gives
               (`inception:PATH`); grey images are repeated to RGB, ImageNet-normalised and bilinearly
               resized to 299 as the GDGAN authors did (PAPERS.md 1.7). Features: the 2048-d pool;
               IS uses its 1000-way softmax.
-Every extractor has a `name`, recorded in every metric result.
+Every extractor has a `name` and a `trained_on` record, both written into every metric result.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class FeatureExtractor(nn.Module):
 
     name: str
     num_features: int
+    trained_on: dict[str, Any] | None = None  # which images trained it; patients as a sorted list
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must define features_and_logits")
@@ -51,9 +54,11 @@ class FeatureExtractor(nn.Module):
 
 
 class DomainExtractor(FeatureExtractor):
-    def __init__(self, classes: list[str], image_size: int, width: float = 0.25, fingerprint: str | None = None) -> None:
+    def __init__(self, classes: list[str], image_size: int, width: float = 0.25, fingerprint: str | None = None,
+                 trained_on: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.classes, self.image_size, self.width, self.fingerprint = list(classes), image_size, width, fingerprint
+        self.trained_on = trained_on
         self.clf = build_classifier("resnet18", len(classes), image_size, width=width)
         self.num_features = self.clf.net.fc.in_features
         self.name = f"domain-resnet18-w{width:g}-{image_size}px" + (f"@{fingerprint}" if fingerprint else "")
@@ -67,7 +72,7 @@ class DomainExtractor(FeatureExtractor):
 
     def save(self, path: Path) -> Path:
         torch.save({"kind": "domain", "classes": self.classes, "image_size": self.image_size, "width": self.width,
-                    "fingerprint": self.fingerprint, "state_dict": self.state_dict()}, path)
+                    "fingerprint": self.fingerprint, "trained_on": self.trained_on, "state_dict": self.state_dict()}, path)
         return path
 
     @classmethod
@@ -78,7 +83,7 @@ class DomainExtractor(FeatureExtractor):
         blob: Any = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("kind") != "domain":
             raise UserError(f"{path} is not a saved domain extractor")
-        ext = cls(blob["classes"], blob["image_size"], blob["width"], blob.get("fingerprint"))
+        ext = cls(blob["classes"], blob["image_size"], blob["width"], blob.get("fingerprint"), blob.get("trained_on"))
         ext.load_state_dict(blob["state_dict"])
         return ext.eval()
 
@@ -97,15 +102,21 @@ def domain_classes(ds: ImageSet) -> tuple[list[str], np.ndarray]:
 
 def train_domain_extractor(ds: ImageSet, epochs: int = 8, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                            device: str | torch.device = "cpu", width: float = 0.25,
-                           should_stop: Callable[[], bool] | None = None) -> DomainExtractor:
-    """Cross-entropy on the training part (the whole set when it has no split)."""
-    part = ds.part("train") if ds.split is not None else ds
+                           should_stop: Callable[[], bool] | None = None,
+                           index: np.ndarray | None = None) -> DomainExtractor:
+    """Cross-entropy on the images at `index` (default: the training part; the whole set when it has no split)."""
+    if index is None:
+        part, what = (ds.part("train"), "train part") if ds.split is not None else (ds, "whole dataset (no split)")
+    else:
+        part, what = ds.subset(index), "given training-part images (train part less the metrics' floor pool)"
     names, y = domain_classes(part)
     if len(names) < 2:
         raise UserError(f"dataset {ds.name!r} has a single class, so a domain extractor cannot be trained; "
                         "use --extractor inception:PATH")
     torch.manual_seed(seed)
-    ext = DomainExtractor(names, ds.size, width, ds.fingerprint).to(device)
+    trained_on = {"dataset": ds.name, "fingerprint": ds.fingerprint, "what": what, "n_images": len(part),
+                  "patients": sorted(set(part.patient_id.tolist()))}
+    ext = DomainExtractor(names, ds.size, width, ds.fingerprint, trained_on).to(device)
     x_all, y_all = part.images.to(device), torch.from_numpy(y).to(device)
     # class weights: the rare findings would otherwise hardly shape the features
     w = torch.bincount(y_all, minlength=len(names)).float().clamp(min=1)
@@ -149,6 +160,7 @@ class InceptionExtractor(FeatureExtractor):
         self.net.eval()
         self.num_features = 2048
         self.name = f"inception-v3:{path.name}"
+        self.trained_on = {"what": f"external weights file {path.name} (ImageNet); no image of this data", "patients": []}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -168,10 +180,12 @@ class InceptionExtractor(FeatureExtractor):
 
 
 def get_extractor(spec: str, ds: ImageSet, device: str | torch.device = "cpu", seed: int = 0,
-                  epochs: int = 8, should_stop: Callable[[], bool] | None = None) -> FeatureExtractor:
-    """'domain' (train now) | 'domain:PATH' (a saved one) | 'inception:PATH'."""
+                  epochs: int = 8, should_stop: Callable[[], bool] | None = None,
+                  train_index: np.ndarray | None = None) -> FeatureExtractor:
+    """'domain' (train now, on `train_index` or the training part) | 'domain:PATH' (a saved one) | 'inception:PATH'."""
     if spec == "domain":
-        return train_domain_extractor(ds, epochs=epochs, seed=seed, device=device, should_stop=should_stop)
+        return train_domain_extractor(ds, epochs=epochs, seed=seed, device=device, should_stop=should_stop,
+                                      index=train_index)
     if spec.startswith("domain:"):
         ext = DomainExtractor.load(spec[len("domain:"):])
         if ext.image_size != ds.size:
@@ -180,3 +194,12 @@ def get_extractor(spec: str, ds: ImageSet, device: str | torch.device = "cpu", s
     if spec.startswith("inception:") and len(spec) > len("inception:"):
         return InceptionExtractor(spec[len("inception:"):]).to(device)
     raise UserError(f"extractor must be 'domain', 'domain:PATH' or 'inception:PATH', got {spec!r}")
+
+
+def trained_patients(ext: FeatureExtractor) -> set[str]:
+    """The patients whose images trained the extractor (none for Inception weights). A domain extractor
+    saved before it recorded them is refused: it might have trained on the images it would score."""
+    if ext.trained_on is None:
+        raise UserError(f"feature extractor {ext.name} does not record which images trained it (saved by an older "
+                        "version); use --extractor domain to train one on training patients only")
+    return set(ext.trained_on.get("patients") or [])

@@ -1,9 +1,17 @@
-"""GAN quality metrics: IS (10 splits) with Welch's t-test, FID/KID (torchmetrics) with a real-vs-real
-floor, MS-SSIM diversity within a class, and memorisation (nearest-neighbour SSIM to the training set).
+"""Generator quality metrics (GAN and diffusion runs alike): IS, FID/KID against held-out real images
+with a real-vs-real floor at the same n, MS-SSIM diversity within a class, and memorisation
+(nearest-training-image SSIM) next to the same measure for held-out real images.
 
-Every result names the feature extractor it used (medgan_ui.evaluate.extractors). Synthetic images
-are generated with labels copied from randomly drawn real training images, so the synthetic set has
-the real label mix and FID compares like with like.
+Which real images each score uses, and why the scores compare, is in medgan_ui.evaluate.reference:
+every FID/KID is against n images of held-out patients; the floor is FID(reference, n real images of
+training patients); the feature extractor never trained on an image it scores. With a domain
+extractor the IS is named "domain IS" (its classes are the dataset's findings, not ImageNet's), and
+every IS chunk holds n / 10 images for real and synthetic alike. Models are compared over training
+seeds (medgan_ui.evaluate.seed_groups); the chunk SD of one run is sampling noise only.
+
+Every result names the feature extractor it used and the images that trained it. Synthetic images are
+generated with labels copied from randomly drawn real training images, so the synthetic set has the
+real label mix and FID compares like with like.
 """
 from __future__ import annotations
 
@@ -20,8 +28,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
-from medgan_ui.evaluate.extractors import FeatureExtractor, get_extractor
-from medgan_ui.evaluate.stats import welch_t
+from medgan_ui.evaluate import reference as R
+from medgan_ui.evaluate.extractors import FeatureExtractor, get_extractor, trained_patients
+from medgan_ui.evaluate.seed_groups import seed_groups, welch_over_seeds
 from medgan_ui.gan.device import pick_device
 from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, write_manifest
 
@@ -29,16 +38,19 @@ MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10) -> dict[str, Any]:
-    """IS = exp(E_x KL(p(y|x) || p(y))) per chunk, as openai/improved-gan: mean and SD over `splits` chunks."""
+    """IS = exp(E_x KL(p(y|x) || p(y))) per chunk, as openai/improved-gan: mean and SD over `splits` chunks
+    of equal size (a remainder of fewer than `splits` images is left out)."""
     p = torch.as_tensor(probs, dtype=torch.float64)
     if len(p) < splits:
         raise UserError(f"inception score over {splits} splits needs at least {splits} images, got {len(p)}")
+    p = p[: len(p) // splits * splits]
     scores = []
     for chunk in torch.tensor_split(p, splits):
         py = chunk.mean(dim=0, keepdim=True)
         kl = (chunk * (torch.log(chunk.clamp_min(1e-12)) - torch.log(py.clamp_min(1e-12)))).sum(dim=1)
         scores.append(float(torch.exp(kl.mean())))
-    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "splits": scores}
+    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "splits": scores,
+            "chunk_size": len(p) // splits, "sd_is": "sampling noise over chunks of one sample, not a model comparison"}
 
 
 def _batches(images: torch.Tensor, device: torch.device, batch: int = 128):
@@ -81,15 +93,6 @@ def kid(ext: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, subsets: 
 def is_of(ext: FeatureExtractor, images: torch.Tensor, splits: int = 10) -> dict[str, Any]:
     probs = torch.cat([ext.probs(x).cpu() for x in _batches(images, _device(ext))])
     return inception_score(probs, splits)
-
-
-def real_halves(ds: ImageSet, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two patient-disjoint halves of the real images, for the real-vs-real FID floor."""
-    rng = np.random.default_rng(seed)
-    pats = np.unique(ds.patient_id)
-    first = set(rng.permutation(pats)[: len(pats) // 2].tolist())
-    a = np.array([p in first for p in ds.patient_id])
-    return ds.images[torch.from_numpy(a)], ds.images[torch.from_numpy(~a)]
 
 
 def ms_ssim_settings(size: int) -> dict[str, Any]:
@@ -169,87 +172,95 @@ def per_class(ds_like_labels: np.ndarray, names: list[str]) -> dict[str, np.ndar
     return out
 
 
+IS_SPLITS = 10
+
+
+def is_name(ext: FeatureExtractor) -> str:
+    """'IS' only for Inception weights; a domain network's score over the dataset's classes is 'domain IS'."""
+    return "IS" if ext.name.startswith("inception") else "domain IS"
+
+
 def evaluate_gan(
     ws: Workspace, ds: ImageSet, sources: list[str], extractor: str = "domain", n: int = 1000, seed: int = 0,
     device: str | None = None, on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None, result_id: str | None = None, extractor_epochs: int = 8,
 ) -> dict[str, Any]:
-    """Metrics for each run (or synthetic set) against the dataset's real training images.
+    """Metrics for each run (or synthetic set) against held-out real images (evaluate/reference.py).
 
     Writes experiments/<id>/ with metrics.json, manifest.json and the domain extractor (extractor.pt)."""
     emit = on_progress or (lambda e: None)
     if not sources:
         raise UserError("name at least one run (or synthetic set) to evaluate")
-    if n < 10:
-        raise UserError(f"n must be at least 10 (IS uses 10 splits), got {n}")
+    if n < IS_SPLITS:
+        raise UserError(f"n must be at least {IS_SPLITS} (IS uses {IS_SPLITS} splits), got {n}")
     dev = pick_device(device)
     srcs = [S.open_source(ws, s, device) for s in sources]  # bad ids and schemas fail before any compute
+    notes = []
     for src in srcs:
         S.check_source(src, ds, [])
-    train = ds.part("train") if ds.split is not None else ds
+        note = R.check_trained_on(src, ds, ws)
+        if note:
+            notes.append(note)
     emit({"stage": "extractor", "progress": 0.05, "message": f"feature extractor: {extractor}"})
-    ext = get_extractor(extractor, ds, dev, seed=seed, epochs=extractor_epochs, should_stop=should_stop)
+    ext = None if extractor == "domain" else get_extractor(extractor, ds, dev)
+    real = R.choose_real_sets(ds, n, seed, IS_SPLITS, exclude_patients=trained_patients(ext) if ext else None,
+                              keep_for_extractor=ext is None)
+    if ext is None:
+        ext = get_extractor("domain", ds, dev, seed=seed, epochs=extractor_epochs, should_stop=should_stop,
+                            train_index=real.extractor_index)
+    R.check_extractor_unseen(trained_patients(ext), ds, real)
+    if real.n < n:
+        notes.append(f"n = {real.n} (asked {n}): capped by the held-out images and the floor pool, and rounded "
+                     f"down to a multiple of the {IS_SPLITS} IS splits")
     rid = result_id or new_id("metrics")
     out = ws.experiment_dir(rid)
     out.mkdir(parents=True, exist_ok=True)
     saved = ext.save(out / "extractor.pt") if hasattr(ext, "save") else None
-    real_a, real_b = real_halves(train, seed)
-    floor = fid(ext, real_a, real_b)
-    real_is = is_of(ext, train.images)
-    det = train.detailed.numpy().astype(bool)
-    real_div = {c: ms_ssim_diversity(train.images[torch.from_numpy(ix)], seed=seed)["mean"]
-                for c, ix in per_class(det, train.findings).items() if len(ix) >= 2}
+    ref, floor_imgs, train_imgs = real.images(ds, "reference"), real.images(ds, "floor"), real.images(ds, "train")
+    trained_on = {k: v for k, v in (ext.trained_on or {}).items() if k != "patients"}
+    trained_on["n_patients"] = len((ext.trained_on or {}).get("patients") or [])
+    key = "is" if is_name(ext) == "IS" else "domain_is"
+    ref_det = ds.detailed[torch.from_numpy(real.reference_index)].numpy().astype(bool)
+    results: dict[str, Any] = {
+        "extractor": ext.name, "extractor_file": str(saved) if saved else None, "extractor_trained_on": trained_on,
+        "is_name": is_name(ext), "is_key": key, "is_splits": IS_SPLITS, "n": real.n, "n_requested": int(n),
+        "seed": seed, "real_sets": real.describe(ds), "design": (R.__doc__ or "").partition("Design")[2].strip(),
+        "real": {"fid_floor": fid(ext, ref, floor_imgs), "kid_floor": kid(ext, ref, floor_imgs),
+                 key: is_of(ext, ref), "floor_" + key: is_of(ext, floor_imgs),
+                 "ms_ssim_by_class": {c: ms_ssim_diversity(ref[torch.from_numpy(ix)], seed=seed)["mean"]
+                                      for c, ix in per_class(ref_det, ds.findings).items() if len(ix) >= 2},
+                 "memorisation": memorisation(ref, train_imgs)},
+        "models": {}, "notes": notes}
+    train = ds.subset(real.train_index)
     rng = np.random.default_rng(seed)
-    results: dict[str, Any] = {"extractor": ext.name, "extractor_file": str(saved) if saved else None,
-                               "n_real": len(train), "n_per_model": n, "seed": seed,
-                               "real": {"fid_floor": floor, "fid_floor_note": "FID between two patient-disjoint halves "
-                                        "of the real training images (each half is smaller than the real set, so the "
-                                        "floor is slightly pessimistic)", "is": real_is,
-                                        "ms_ssim_by_class": real_div},
-                               "models": {}}
     for m, src in enumerate(srcs):
         if should_stop and should_stop():
             break
-        emit({"stage": "generate", "progress": 0.1 + 0.8 * m / len(srcs), "message": f"{src.ident}: {n} images"})
+        emit({"stage": "generate", "progress": 0.1 + 0.8 * m / len(srcs), "message": f"{src.ident}: {real.n} images"})
         findings = [f for f in train.findings if f in src.findings]
         if src.kind == "run":  # generate with the real label mix
-            picks = rng.integers(0, len(train), n)
+            picks = rng.integers(0, len(train), real.n)
             fake, labels, distinct = S.synthetic_for_picks(src, train, picks, findings, seed + m)
         else:  # an exported set is scored as it is: n of its images with their own labels
-            fake, labels, distinct = S.set_sample(src, findings, n, rng)
+            fake, labels, distinct = S.set_sample(src, findings, real.n, rng)
         emit({"stage": "metrics", "progress": 0.1 + 0.8 * (m + 0.5) / len(srcs), "message": f"{src.ident}: metrics"})
         div = {c: ms_ssim_diversity(fake[torch.from_numpy(ix)], seed=seed)["mean"]
                for c, ix in per_class(labels, findings).items() if len(ix) >= 2}
         results["models"][src.ident] = {
             "source": src.describe(), "extractor": ext.name, "n": int(len(fake)), "n_distinct": int(distinct),
-            "is": is_of(ext, fake), "fid": fid(ext, train.images, fake), "fid_floor": floor,
-            "kid": kid(ext, train.images, fake), "ms_ssim_by_class": div,
-            "ms_ssim_settings": ms_ssim_settings(ds.size), "memorisation": memorisation(fake, train.images),
+            key: is_of(ext, fake), "fid": fid(ext, ref, fake), "fid_floor": results["real"]["fid_floor"],
+            "kid": kid(ext, ref, fake), "ms_ssim_by_class": div,
+            "ms_ssim_settings": ms_ssim_settings(ds.size), "memorisation": memorisation(fake, train_imgs),
         }
-    ids = list(results["models"])
-    results["welch_is"] = {}
-    for a in range(len(ids)):
-        for b in range(a + 1, len(ids)):
-            results["welch_is"][f"{ids[a]} vs {ids[b]}"] = {
-                **welch_t(results["models"][ids[a]]["is"]["splits"], results["models"][ids[b]]["is"]["splits"]),
-                "extractor": ext.name}
+    p95 = results["real"]["memorisation"]["p95"]  # held-out real images: how close new real images come
+    for r in [results["real"], *results["models"].values()]:
+        r["memorisation"]["frac_above_heldout_p95"] = float(np.mean(np.array(r["memorisation"]["per_image"]) > p95))
+    done = [s for s in srcs if s.ident in results["models"]]
+    results["seed_groups"] = seed_groups(done)
+    per_run = {i: {"fid": r["fid"], key: r[key]["mean"]} for i, r in results["models"].items()}
+    results["welch_seeds"] = welch_over_seeds(results["seed_groups"], per_run)
     atomic_write_json(out / "metrics.json", results)
-    write_manifest(out, kind="gan-metrics", result=rid, sources=sources, extractor=ext.name, n=n, seed=seed,
+    write_manifest(out, kind="gan-metrics", result=rid, sources=sources, extractor=ext.name, n=real.n, seed=seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, finished=now_iso())
     emit({"stage": "done", "progress": 1.0, "message": f"metrics {rid} written"})
     return {"id": rid, "dir": str(out), "results": results}
-
-
-def metric_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The GAN-metric table for the app and the CLI: one row per model (+ the real floor)."""
-    rows = [{"model": "real (train)", "extractor": results["extractor"], "IS": f"{results['real']['is']['mean']:.3f} ± "
-             f"{results['real']['is']['sd']:.3f}", "FID": None, "FID floor": round(results["real"]["fid_floor"], 3),
-             "KID": None, "mean NN-SSIM": None, "Welch p (IS)": None}]
-    for mid, r in results["models"].items():
-        p = [v["p"] for k, v in results.get("welch_is", {}).items() if k.startswith(mid + " vs")]
-        rows.append({"model": mid, "extractor": r["extractor"], "IS": f"{r['is']['mean']:.3f} ± {r['is']['sd']:.3f}",
-                     "FID": round(r["fid"], 3), "FID floor": round(r["fid_floor"], 3),
-                     "KID": f"{r['kid']['mean']:.4f} ± {r['kid']['sd']:.4f}",
-                     "mean NN-SSIM": round(r["memorisation"]["mean"], 4),
-                     "Welch p (IS)": float(f"{p[0]:.4g}") if p else None})
-    return rows

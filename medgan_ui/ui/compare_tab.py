@@ -1,7 +1,8 @@
 """Compare tab: run the augmentation-comparison experiment and the GAN metrics as background jobs,
 then show the AUC table (pooled AUC with patient-cluster bootstrap CI, fold mean ± SD, difference
 against none with bootstrap CI / p and corrected t-test p, Holm-adjusted), the ROC overlay,
-sensitivity/specificity and the GAN-metric table (Welch p). All computation lives in medgan_ui.evaluate; this module only wires widgets.
+sensitivity/specificity and the generator-metric tables (against held-out real images, Welch test over
+training seeds). All computation lives in medgan_ui.evaluate; this module only wires widgets.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import gradio as gr
 import pandas as pd
 
 from medgan_ui.errors import UserError
-# medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
+from medgan_ui.evaluate.gan_metric_table import (METRIC_COLUMNS, WELCH_COLUMNS, metric_rows,  # light: no torch
+                                                 summary_lines, welch_rows)
+# the rest of medgan_ui.evaluate (torchvision, scipy, torchmetrics, matplotlib) is imported inside the handlers:
 # importing it here added ~4 s to the app's first page
 from medgan_ui.jobs import ACTIVE, start_experiment, start_gan_metrics
 from medgan_ui.security.paths import PathPolicy, plain_name
@@ -26,7 +29,22 @@ TABLE_NAMES = {"auc_pooled": "AUC (pooled)", "ci95_lo": "CI95 lo", "ci95_hi": "C
                "diff_ci95_lo": "Δ CI95 lo", "diff_ci95_hi": "Δ CI95 hi", "p_bootstrap": "p boot",
                "p_bootstrap_holm": "p boot (Holm)", "p_corrected_t": "p corr. t", "p_corrected_t_holm": "p corr. t (Holm)",
                "sens_at_spec": "sens@spec", "sensitivity": "sens (Youden)", "specificity": "spec (Youden)", "auc_per_fold": "AUC per fold"}
-METRIC_COLUMNS = ["model", "extractor", "IS", "FID", "FID floor", "KID", "mean NN-SSIM", "Welch p (IS)"]
+
+
+def present(columns: list[str], rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a table with those of `columns` that a row has (IS or domain IS, not both)."""
+    return pd.DataFrame(rows, columns=[c for c in columns if any(c in r for r in rows)] if rows else columns)
+
+
+def show_metrics(ctx: Any, mid: str | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(metric table, Welch-over-seeds table, what the numbers rest on) for one metrics result."""
+    from medgan_ui.evaluate.results import load_results
+
+    if not mid:
+        return present(METRIC_COLUMNS, []), present(WELCH_COLUMNS, []), ""
+    res = load_results(ctx.workspace, mid)
+    return (present(METRIC_COLUMNS, metric_rows(res)), present(WELCH_COLUMNS, welch_rows(res)),
+            "\n".join(f"- {html.escape(line)}" for line in summary_lines(res)))
 
 
 def synthetic_choices(ctx: Any) -> list[str]:
@@ -151,13 +169,18 @@ def build_compare_tab(ctx: Any) -> None:
             conf = gr.Plot(show_label=False)
     gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
     with gr.Row():
-        m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs / synthetic sets (two for a Welch t-test on IS)")
+        m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                             label="Runs / synthetic sets (2+ training seeds per model for a Welch t-test between models)")
         m_ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
         m_n = gr.Number(500, label="Images per model", precision=0)
         m_go = gr.Button("Compute metrics")
     m_sel = gr.Dropdown([], label="Metrics result", allow_custom_value=True)
     m_table = gr.Dataframe(pd.DataFrame(columns=METRIC_COLUMNS), interactive=False, wrap=True,
-                           label="IS (10 splits), FID with real-vs-real floor, KID, memorisation")
+                           label="Against held-out real images at one n: FID/KID with the real-vs-real floor, "
+                                 "IS (domain IS unless Inception), NN-SSIM to training (held-out real = baseline)")
+    m_welch = gr.Dataframe(pd.DataFrame(columns=WELCH_COLUMNS), interactive=False, wrap=True,
+                           label="Models compared over training seeds (Welch t-test on per-run FID and IS)")
+    m_notes = gr.Markdown()
     jobs = gr.State({})
 
     @friendly
@@ -200,13 +223,9 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_show_metrics(mid):
-        from medgan_ui.evaluate.gan_metrics import metric_rows
-        from medgan_ui.evaluate.results import load_results
+        return show_metrics(ctx, mid)
 
-        rows = metric_rows(load_results(ctx.workspace, mid)) if mid else []
-        return pd.DataFrame(rows, columns=METRIC_COLUMNS)
-
-    m_sel.change(on_show_metrics, [m_sel], [m_table], api_visibility="private")
+    m_sel.change(on_show_metrics, [m_sel], [m_table, m_welch, m_notes], api_visibility="private")
 
     def on_tick(state):
         """Progress of this page's jobs; lists refreshed only when they changed (skip otherwise)."""

@@ -195,3 +195,8 @@ def test_cli_evaluate_and_metrics(tmp_path, capsys):
     assert args.func(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["models"]["set-a"]["extractor"] == res["extractor"] and "fid_floor" in res["real"]
+    assert res["models"]["set-a"]["n"] == res["n"] == res["real_sets"]["reference"]["n_images"] <= 20
+    args = parser.parse_args(["metrics", *common, "--run", "set-a", "--n", "20", "--extractor-epochs", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "domain IS" in out and "real, held-out patients (reference)" in out and f"n = {res['n']} images" in out

@@ -1,20 +1,19 @@
-"""GAN metrics: IS known answers, Welch vs scipy, FID of a set with itself, extractor names, Inception file."""
+"""Generator metrics: IS known answers, FID of a set with itself, extractor names, Inception file, sets end to end."""
 from __future__ import annotations
 
-import csv
-import json
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from scipy import stats as st
 
 from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import gan_metrics as G
 from medgan_ui.evaluate.extractors import DomainExtractor, InceptionExtractor, get_extractor
+from medgan_ui.evaluate.gan_metric_table import metric_rows
 from medgan_ui.workspace import Workspace
+
+from _synthetic_sets import write_synthetic_set as _write_set
 
 torch.set_num_threads(1)
 
@@ -25,6 +24,8 @@ def test_is_uniform_is_one_and_one_hot_is_number_of_classes():
     res = G.inception_score(onehot, splits=10)
     assert res["mean"] == pytest.approx(5.0) and res["sd"] == pytest.approx(0.0, abs=1e-9)
     assert len(res["splits"]) == 10
+    odd = G.inception_score(np.eye(5)[np.arange(107) % 5], splits=10)  # the 7 left over are dropped
+    assert odd["chunk_size"] == 10 and odd["mean"] == pytest.approx(5.0)
     with pytest.raises(UserError):
         G.inception_score(np.eye(3), splits=10)
 
@@ -86,29 +87,7 @@ def test_inception_weights_file_written_here_loads(tmp_path):
         InceptionExtractor(tmp_path / "other.pth")
 
 
-def _write_set(ws: Workspace, set_id: str, ds, rows_idx, noise: float, size: int | None = None) -> None:
-    """A synthetic set in the sampling export layout: PNGs + labels.csv + manifest.json."""
-    folder = ws.synthetic_dir(set_id)
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(len(set_id))
-    with open(folder / "labels.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", *ds.general_names, "Finding Labels"])
-        for k, i in enumerate(rows_idx):
-            img = ds.images[i].float() + noise * torch.randn(ds.size, ds.size, generator=g)
-            arr = img.clamp(0, 255).to(torch.uint8).numpy()
-            im = Image.fromarray(arr)
-            if size:
-                im = im.resize((size, size))
-            im.save(folder / f"{k:05d}.png")
-            lab = ds.general_label(int(i))
-            w.writerow([f"{k:05d}.png", *[lab[n] for n in ds.general_names], "|".join(ds.finding_labels(int(i))) or "No Finding"])
-    schema = {"general_names": ds.general_names, "general_values": ds.general_values, "findings": ds.findings,
-              "image_size": size or ds.size}
-    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema}))
-
-
-def test_evaluate_gan_end_to_end_with_welch(small, tmp_path):
+def test_evaluate_gan_end_to_end_with_sets(small, tmp_path):
     ws = Workspace(tmp_path / "ws")
     train_idx = np.arange(180)
     _write_set(ws, "close", small, train_idx, noise=4.0)
@@ -124,13 +103,18 @@ def test_evaluate_gan_end_to_end_with_welch(small, tmp_path):
     assert (tmp_path / "ws" / "experiments" / out["id"] / "extractor.pt").is_file()
     for m in ("close", "noisy"):
         assert r["models"][m]["extractor"] == r["extractor"] and r["models"][m]["fid_floor"] == r["real"]["fid_floor"]
-        assert len(r["models"][m]["is"]["splits"]) == 10
-    assert r["models"]["close"]["memorisation"]["mean"] > r["models"]["noisy"]["memorisation"]["mean"]
-    w = r["welch_is"]["close vs noisy"]
-    ref = st.ttest_ind(r["models"]["close"]["is"]["splits"], r["models"]["noisy"]["is"]["splits"], equal_var=False)
-    assert w["p"] == pytest.approx(ref.pvalue) and w["extractor"] == r["extractor"]
-    rows = G.metric_rows(r)
-    assert [row["model"] for row in rows] == ["real (train)", "close", "noisy"]
+        assert len(r["models"][m]["domain_is"]["splits"]) == 10 and r["models"][m]["n"] == r["n"]
+    # copies of training images sit closer to the training set than held-out real images do; noise does not
+    close, noisy = r["models"]["close"]["memorisation"]["mean"], r["models"]["noisy"]["memorisation"]["mean"]
+    assert close > r["real"]["memorisation"]["mean"] > noisy
+    assert r["models"]["close"]["memorisation"]["frac_above_heldout_p95"] > 0.5
+    assert r["real"]["memorisation"]["frac_above_heldout_p95"] <= 0.1
+    # sets whose run is unknown: each its own model, one seed each, so no test; and a note says so
+    assert r["welch_seeds"]["close vs noisy"]["note"] == "one seed per model: no test"
+    assert any("synthetic set close" in note for note in r["notes"])
+    rows = metric_rows(r)
+    assert [row["model"] for row in rows] == ["real, held-out patients (reference)", "real, training patients (floor)",
+                                              "close", "noisy"]
 
 
 def test_nearest_real_finds_an_exact_copy_first():

@@ -58,3 +58,34 @@ def test_experiment_job_through_the_app_api(tmp_path):
     finally:
         demo.close()
         ctx.jobs.shutdown()
+
+
+def test_generator_metrics_tables(tmp_path):
+    """A metrics result shown as the tab shows it: domain IS column, Welch-over-seeds table, what n is."""
+    import json
+
+    import numpy as np
+    from _synthetic_sets import write_synthetic_set as _write_set
+
+    from medgan_ui.evaluate.gan_metrics import evaluate_gan
+    from medgan_ui.ui.compare_tab import show_metrics
+    from medgan_ui.ui.context import AppContext
+
+    ctx = AppContext.create(tmp_path / "ws")
+    ds = demo_imageset(n=200, size=32, seed=3)
+    ds.split = np.where(np.arange(len(ds)) < 150, 0, 2).astype(np.int8)
+    _write_set(ctx.workspace, "a", ds, np.arange(40), noise=4.0)
+    _write_set(ctx.workspace, "b", ds, np.arange(40), noise=40.0)
+    out = evaluate_gan(ctx.workspace, ds, ["a", "b"], n=20, extractor_epochs=1)
+    table, welch, notes = show_metrics(ctx, out["id"])
+    assert list(table["model"])[2:] == ["a", "b"] and "domain IS" in table and "IS" not in table
+    assert {"FID", "FID floor", "KID floor", "NN-SSIM to training", "IS chunk SD (sampling noise)"} <= set(table)
+    assert set(table["n"]) == {out["results"]["n"]}
+    assert list(welch["note"]) == ["one seed per model: no test"] and "Welch p (domain IS)" in welch
+    assert f"n = {out['results']['n']} images" in notes and "held-out patients" in notes
+    metrics = tmp_path / "ws" / "experiments" / out["id"] / "metrics.json"
+    old = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "real_sets"}
+    metrics.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="older version"):
+        show_metrics(ctx, out["id"])
+    ctx.jobs.shutdown()
