@@ -35,6 +35,7 @@ class TrainSettings:
     optimizer: str = "adam"  # "adam" (GDGAN, MedMNIST) or "sgd" (Frid-Adar: Nesterov, momentum 0.9)
     seed: int = 0
     eval_batch: int = 256
+    max_steps: int | None = None  # optimisation-step budget (equal-steps control): stops mid-epoch when spent
 
 
 @dataclass
@@ -45,6 +46,13 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: bool = False
     seconds: float = 0.0
+    steps: int = 0  # optimisation steps taken
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch over n images (a last batch of one is dropped, as in training)."""
+    stop_at = n - 1 if n % batch_size == 1 and n > 1 else n
+    return max(1, math.ceil(stop_at / batch_size))
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +107,7 @@ def train_classifier(
     history: list[dict[str, float]] = []
     stopped = False
     n = len(xt)
+    steps, spent = 0, False
     for epoch in range(1, settings.epochs + 1):
         model.train()
         frozen_encoder_eval(model)
@@ -106,7 +115,11 @@ def train_classifier(
         total = 0.0
         # drop a last batch of one: BatchNorm cannot train on a single image
         stop_at = n - 1 if n % settings.batch_size == 1 and n > 1 else n
+        seen = 0
         for s in range(0, stop_at, settings.batch_size):
+            if settings.max_steps is not None and steps >= settings.max_steps:
+                spent = True
+                break
             idx = perm[s:s + settings.batch_size]
             x = _as_float(xt[idx])
             if augment is not None:
@@ -116,10 +129,13 @@ def train_classifier(
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            steps += 1
+        spent = spent or (settings.max_steps is not None and steps >= settings.max_steps)
         p_val = predict(model, xv, settings.eval_batch)
         val_loss = float(F.binary_cross_entropy(torch.from_numpy(p_val).clamp(1e-7, 1 - 1e-7), yv))
         score = _val_score(yv.numpy(), p_val, val_loss, settings.monitor)
-        rec = {"epoch": epoch, "train_loss": total / max(stop_at, 1), "val_loss": val_loss, "val_score": score}
+        rec = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_score": score}
         history.append(rec)
         if score > best:
             best, best_epoch, bad = score, epoch, 0
@@ -131,7 +147,7 @@ def train_classifier(
         if should_stop and should_stop():
             stopped = True
             break
-        if bad >= settings.patience:
+        if bad >= settings.patience or spent:
             break
     model.load_state_dict(best_state)
-    return TrainResult(best_epoch, float(best), len(history), history, stopped, time.perf_counter() - t0)
+    return TrainResult(best_epoch, float(best), len(history), history, stopped, time.perf_counter() - t0, steps)
