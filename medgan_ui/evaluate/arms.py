@@ -10,13 +10,13 @@ An arm is one strategy column of the results. Spec grammar (parsed by `parse_arm
 * a `@xD` suffix on a synthetic-like arm - dose D: D x the synthetic amount (the dose sweep writes these labels).
 
 Other controls (config fields): `equal_steps` gives every arm the optimiser-step budget of `none`
-(epochs x steps per epoch over the fold's real training images); `synthetic_negatives` adds, for every
+(epochs x steps per epoch over the fold's real training images, validated every none-epoch of steps;
+experiment._one); `synthetic_negatives` adds, for every
 synthetic positive, a synthetic negative of the same general-label cell, so "generated" is not a label.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 
 SYNTHETIC_LIKE = ("synthetic", "gan")  # sources of generated images; gan: trains one generator per fold
-DOSE = re.compile(r"@x([-0-9.eE]*)$")  # numeric-looking only: a gan preset may contain @
+DOSE = S.DOSE_SUFFIX
 
 
 def is_synthetic(name: str) -> bool:
@@ -73,6 +73,9 @@ def parse_arm(spec: str) -> Arm:
         classic, s = True, s[len("classic+"):]
     elif s.startswith("tstr:"):
         tstr, s = True, s[len("tstr:"):]
+    if s.startswith(S.CONTROL_PREFIXES) or DOSE.search(s):
+        raise UserError(f"strategy {spec!r}: at most one of classic+ / tstr: and one dose @xD, e.g. "
+                        "classic+synthetic:ID@x0.5")
     name, ids = S.parse_strategy(s)  # the inner spec: a base strategy or a source
     if (classic or tstr or m) and not is_synthetic(name):
         what = "classic+" if classic else "tstr:" if tstr else "a dose @x"
@@ -100,13 +103,6 @@ def expand_doses(strategies: list[str], doses: list[float]) -> list[str]:
     if len(set(out)) != len(out):
         raise UserError(f"strategies repeat after the dose sweep: {out}")
     return out
-
-
-def step_budget(n_real_train: int, epochs: int, batch_size: int) -> int:
-    """The equal-steps budget: what `none` gets, epochs x steps per epoch over the real training images."""
-    from medgan_ui.evaluate.train_classifier import steps_per_epoch
-
-    return epochs * steps_per_epoch(n_real_train, batch_size)
 
 
 def synthetic_set(src: S.SyntheticSource, train: ImageSet, targets: list[str], needs: list[int], seed: int,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -382,12 +381,13 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         model.load_state_dict(state)
         if cfg.freeze_encoder:
             freeze_encoder(model)
-    epochs, max_steps = cfg.epochs, None
-    if cfg.equal_steps:  # none's budget; arms with more (fewer) images run fewer (more) epochs, cut mid-epoch
-        max_steps = A.step_budget(len(tr), cfg.epochs, cfg.batch_size)
-        epochs = math.ceil(max_steps / steps_per_epoch(len(ts.x), cfg.batch_size))
-    settings = TrainSettings(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed, max_steps=max_steps)
+    max_steps = every = None
+    if cfg.equal_steps:  # none's budget, validated (and patience counted) every none-epoch of steps: arms with
+        every = steps_per_epoch(len(tr), cfg.batch_size)  # more images make fewer passes over them, cut mid-pass
+        max_steps = cfg.epochs * every
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed, max_steps=max_steps,
+                             eval_every=every)
     va, te = part["val"], part["test"]
     res = train_classifier(model, ts.x, torch.from_numpy(ts.y.astype(np.float32)),
                            ds.images[torch.as_tensor(va)], torch.from_numpy(labels[va].astype(np.float32)),
@@ -398,6 +398,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         "n_train_synthetic": int(ts.n_synthetic), "n_synthetic_negative": int(ts.n_synthetic_negative),
         "n_synthetic_distinct": int(ts.n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
         "steps": res.steps, "max_steps": max_steps,
+        "passes": round(res.steps / steps_per_epoch(len(ts.x), cfg.batch_size), 3),  # epochs over its own data
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
         "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]),

@@ -106,7 +106,7 @@ def summarise(cfg: Any, records: list[dict[str, Any]], ds: Any, split_kind: str,
         out["training"].append({**{k: r[k] for k in ("fold", "repeat", "strategy", "n_train_real", "n_train_synthetic",
                                                      "n_synthetic_distinct", "best_epoch", "epochs_run", "seconds",
                                                      "segmentation")},
-                                **{k: r.get(k) for k in ("n_synthetic_negative", "steps", "max_steps")}})
+                                **{k: r.get(k) for k in ("n_synthetic_negative", "steps", "max_steps", "passes")}})
     if not done:
         return out
     _, pid = np.unique(ds.patient_id, return_inverse=True)

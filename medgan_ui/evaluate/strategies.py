@@ -17,6 +17,7 @@ Under/over-sampling and the augmentation itself live in medgan_ui.data.rebalance
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ from medgan_ui.security.csv_cells import dict_rows
 from medgan_ui.workspace import Workspace, read_json
 
 BASE_STRATEGIES = ("none", "classic", "undersample", "oversample")
+CONTROL_PREFIXES = ("classic+", "tstr:")  # composite and train-on-synthetic arms (arms.py)
+DOSE_SUFFIX = re.compile(r"@x([-0-9.eE]*)$")  # numeric-looking only: a gan preset may contain @
 
 
 def parse_strategy(s: str) -> tuple[str, list[str]]:
     """'none' -> ('none', []); 'synthetic:A' -> ('synthetic', ['A']); 'synthetic:A+B+C' -> one id per split."""
     s = s.strip()
-    if s.startswith(("classic+", "tstr:")) or "@x" in s:  # controls: composite, TSTR and dose arms
+    if s.startswith(CONTROL_PREFIXES) or DOSE_SUFFIX.search(s):  # controls: composite, TSTR and dose arms
         from medgan_ui.evaluate.arms import parse_arm
 
         arm = parse_arm(s)
