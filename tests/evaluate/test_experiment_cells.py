@@ -103,3 +103,37 @@ def test_bad_shares_refused_before_compute(ds, tmp_path, cells, exp_id, message)
     assert not any(ws.experiments.iterdir())
     with pytest.raises(UserError, match="no experiment of that id"):
         merge_experiment(ws, "ghost", dataset=ds)
+
+
+def test_cli_shares_in_two_processes_then_merge(tmp_path, capsys):
+    """Two OS processes (as a Slurm array would start them) share one experiment; --merge gives the
+    results of a one-process run on the same data."""
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    from medgan_ui.cli import evaluate as cli
+    from medgan_ui.data.phantom import write_demo_folders
+
+    write_demo_folders(tmp_path / "demo", n=240, seed=3, size=32)
+    ws = tmp_path / "ws"
+    common = ["--data", str(tmp_path / "demo" / "nih"), "--image-size", "32", "--workspace", str(ws),
+              "--target", "Effusion", "--strategies", "none,oversample", "--classifier", "fridadar",
+              "--width", "0.25", "--folds", "2", "--epochs", "1", "--n-boot", "100", "--batch-size", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "medgan_ui.cli", "evaluate", *common, "--id", "arr",
+                               "--cells", f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--merge", "arr", "--workspace", str(ws), "--json"])
+    assert args.func(args) == 0
+    merged = json.loads(capsys.readouterr().out)
+    args = parser.parse_args(["evaluate", *common, "--id", "one", "--json"])
+    assert args.func(args) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert _aucs(merged) == _aucs(one) and merged["complete_folds"] == [0, 1]
