@@ -133,7 +133,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from medgan_ui.errors import UserError
-    from medgan_ui.evaluate.experiment import ExperimentConfig, merge_experiment, run_experiment
+    from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
+    from medgan_ui.evaluate.merge import merge_experiment
     from medgan_ui.workspace import Workspace
 
     if args.merge:

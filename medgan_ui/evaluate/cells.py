@@ -28,6 +28,14 @@ ARRAYS = {"y_val": bool, "p_val": np.float32, "y_test": bool, "p_test": np.float
 IGNORED = ("device", "name")  # config fields that do not change a cell's result
 
 
+def experiment_dir(ws: Any, exp_id: str) -> Path:
+    """The folder of a user-given experiment id (--id, --merge): a plain name inside the workspace."""
+    try:
+        return ws.experiment_dir(exp_id)
+    except ValueError as exc:
+        raise UserError(f"experiment id {exp_id!r}: {exc}") from None
+
+
 def cell_name(repeat: int, fold: int, spec: str) -> str:
     return f"repeat{repeat}-fold{fold}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', spec)}"
 

@@ -36,8 +36,7 @@ from medgan_ui.evaluate.results import summarise, write_results
 from medgan_ui.security.csv_cells import csv_writer
 from medgan_ui.evaluate.train_classifier import TrainSettings, predict, steps_per_epoch, train_classifier
 from medgan_ui.gan.device import pick_device
-from medgan_ui.workspace import (Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, read_json,
-                                 write_manifest)
+from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
 
 Progress = Callable[[dict], None]
 PARTS = ("train", "val", "test")
@@ -249,6 +248,8 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     if share is not None and not exp_id:
         raise UserError(f"--cells {share[0]}/{share[1]}: the processes share one experiment folder; give them "
                         "the same fixed id (--id NAME)")
+    if exp_id:
+        C.experiment_dir(ws, exp_id)  # a plain name, checked before the data is read
     ds = dataset if dataset is not None else load_data(cfg, ws)
     plan = validate(cfg, ws, ds)
     exp_id = exp_id or new_id("exp")
@@ -304,40 +305,22 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     if reused:
         plan.notes.append(f"resumed: {reused} finished cell(s) reused from experiment folder {exp_id}")
     if share is not None and status == "done":
-        names = _cell_names(plan)
+        names = cell_names(plan)
         if C.missing(out, names):  # other processes still run theirs; the last one (or --merge) merges
             emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} done"})
             return {"id": exp_id, "dir": str(out), "status": "partial", "results": None}
         records = [C.load_cell(out, n, ds.fingerprint) for n in names]
-    return _finish(cfg, plan, ds, out, exp_id, records, status, started, emit)
+    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit)
 
 
-def _cell_names(plan: Plan) -> list[str]:
+def cell_names(plan: Plan) -> list[str]:
+    """Every (fold, strategy) cell of the plan, in run order (cells.py numbers them so)."""
     return [C.cell_name(f.repeat, f.fold, s) for f in plan.folds for s in plan.arms]
 
 
-def merge_experiment(workspace: Workspace | str | None, exp_id: str, *, dataset: ImageSet | None = None,
-                     on_progress: Progress | None = None) -> dict[str, Any]:
-    """Merge the per-cell records of experiment `exp_id` (written by `--cells` processes) into its results."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    out = ws.experiment_dir(exp_id)
-    if not (out / "config.json").is_file():
-        raise UserError(f"--merge {exp_id}: no experiment of that id in {ws.experiments} (no config.json)")
-    cfg = ExperimentConfig.from_dict(read_json(out / "config.json"))
-    ds = dataset if dataset is not None else load_data(cfg, ws)
-    plan = validate(cfg, ws, ds)
-    names = _cell_names(plan)
-    lacking = C.missing(out, names)
-    if lacking:
-        shown = ", ".join(lacking[:12]) + (f" and {len(lacking) - 12} more" if len(lacking) > 12 else "")
-        raise UserError(f"--merge {exp_id}: {len(lacking)} of {len(names)} cell(s) not finished: {shown}; run the "
-                        f"missing share(s) again with --id {exp_id} --cells i/N (finished cells are reused)")
-    records = [C.load_cell(out, n, ds.fingerprint) for n in names]
-    return _finish(cfg, plan, ds, out, exp_id, records, "done", now_iso(), on_progress or (lambda e: None))
-
-
-def _finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: str, records: list[dict[str, Any]],
+def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: str, records: list[dict[str, Any]],
             status: str, started: str, emit: Progress) -> dict[str, Any]:
+    """Statistics over the records, results files and manifest (also the merge's last step, merge.py)."""
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
     arms_cfg = dataclasses.replace(cfg, strategies=plan.arms)  # the columns: dose-swept labels
     results = summarise(arms_cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)

@@ -11,7 +11,8 @@ from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import cells as C
 from medgan_ui.evaluate import experiment as E
-from medgan_ui.evaluate.experiment import ExperimentConfig, merge_experiment, run_experiment
+from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
+from medgan_ui.evaluate.merge import merge_experiment
 from medgan_ui.workspace import Workspace
 
 torch.set_num_threads(1)
@@ -95,6 +96,7 @@ def test_resume_reuses_finished_cells(ds, single, tmp_path, monkeypatch):
     ("1of2", "x", r"--cells '1of2': write i/N"),
     ("0/0", "x", r"process count must be at least 1"),
     ("0/2", None, r"give them the same fixed id \(--id NAME\)"),
+    ("0/2", "../x", r"experiment id '../x': invalid id"),
 ])
 def test_bad_shares_refused_before_compute(ds, tmp_path, cells, exp_id, message):
     ws = Workspace(tmp_path / "ws")
