@@ -164,6 +164,9 @@ def _report(args: argparse.Namespace, out: dict[str, Any]) -> int:
     from medgan_ui.evaluate.results import subgroup_rows, table_rows
 
     if out["results"] is None:
+        if out["status"] != "partial":
+            print(f"experiment {out['id']} {out['status']}: re-run with --id {out['id']} to resume: {out['dir']}")
+            return 1
         print(f"experiment {out['id']}: this share of the cells is done; others are still missing. The last "
               f"process merges, or run `medgan evaluate --merge {out['id']}`: {out['dir']}")
         return 0

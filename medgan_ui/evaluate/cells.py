@@ -25,7 +25,7 @@ from medgan_ui.errors import UserError
 from medgan_ui.workspace import atomic_write_json, read_json
 
 ARRAYS = {"y_val": bool, "p_val": np.float32, "y_test": bool, "p_test": np.float32, "idx_test": np.int64}
-IGNORED = ("device", "name")  # config fields that do not change a cell's result
+IGNORED = ("device", "name", "n_boot", "specificity")  # settings that do not change a cell's record
 
 
 def experiment_dir(ws: Any, exp_id: str) -> Path:

@@ -304,11 +304,12 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             break
     if reused:
         plan.notes.append(f"resumed: {reused} finished cell(s) reused from experiment folder {exp_id}")
-    if share is not None and status == "done":
+    if share is not None:
         names = cell_names(plan)
-        if C.missing(out, names):  # other processes still run theirs; the last one (or --merge) merges
-            emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} done"})
-            return {"id": exp_id, "dir": str(out), "status": "partial", "results": None}
+        if status != "done" or C.missing(out, names):  # others still run theirs; the last one (or --merge) merges
+            status = "partial" if status == "done" else status
+            emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} {status}"})
+            return {"id": exp_id, "dir": str(out), "status": status, "results": None}
         records = [C.load_cell(out, n, ds.fingerprint) for n in names]
     return finish(cfg, plan, ds, out, exp_id, records, status, started, emit)
 

@@ -87,6 +87,10 @@ def test_resume_reuses_finished_cells(ds, single, tmp_path, monkeypatch):
     assert again["status"] == "done" and calls["n"] == 4  # only the 4 unfinished cells trained
     assert any("resumed: 2 finished cell(s)" in n for n in again["results"]["notes"])
     assert _aucs(again["results"]) == _aucs(single["results"])
+    calls["n"] = 0  # statistics-only settings may change: every cell is reused, the results recomputed
+    more = run_experiment(_cfg(n_boot=200), ws, dataset=ds, exp_id="resumable")
+    assert calls["n"] == 0 and more["results"]["config"]["n_boot"] == 200
+    assert _aucs(more["results"])["none"][0] == _aucs(single["results"])["none"][0]
     with pytest.raises(UserError, match=r"already exists with other settings \(epochs: 1 there, 2 now\)"):
         run_experiment(_cfg(epochs=2), ws, dataset=ds, exp_id="resumable")
 
