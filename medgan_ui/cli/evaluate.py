@@ -133,6 +133,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from medgan_ui.errors import UserError
+    from medgan_ui.evaluate.cells import share_from_env
     from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
     from medgan_ui.evaluate.merge import merge_experiment
     from medgan_ui.workspace import Workspace
@@ -154,7 +155,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         doses=args.doses, equal_steps=args.equal_steps, seed=args.seed, device=args.device)
     update, close = _bar()
     try:  # loads cfg.data itself
-        out = run_experiment(cfg, Workspace(args.workspace), on_progress=update, exp_id=args.id, cells=args.cells)
+        out = run_experiment(cfg, Workspace(args.workspace), on_progress=update, exp_id=args.id,
+                             cells=args.cells or share_from_env())
     finally:
         close()
     return _report(args, out)

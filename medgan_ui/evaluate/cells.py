@@ -5,7 +5,7 @@ experiments/<id>/cells/<cell>.json as soon as it finishes, so
 
 * a stopped experiment resumes: re-run with the same id and config and finished cells are reused;
 * N processes share one experiment: process i of N (0-based: `--cells i/N`, e.g. a Slurm array
-  `--array=0-7` with `--cells $SLURM_ARRAY_TASK_ID/8`; under torchrun RANK/WORLD_SIZE are read) runs
+  `--array=0-7` with `--cells $SLURM_ARRAY_TASK_ID/8`; under torchrun the CLI reads RANK/WORLD_SIZE) runs
   the cells c with c % N == i, c = fold x n_strategies + strategy (round robin, so each process gets a
   mix of folds and strategies); whichever process finds every cell on disk merges, and
   `medgan evaluate --merge ID` merges explicitly.
@@ -40,11 +40,16 @@ def cell_name(repeat: int, fold: int, spec: str) -> str:
     return f"repeat{repeat}-fold{fold}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', spec)}"
 
 
+def share_from_env() -> str | None:
+    """torchrun's RANK/WORLD_SIZE as 'i/N' when WORLD_SIZE > 1 (read by the CLI only: an app is never a share)."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    return f"{os.environ.get('RANK', '0').strip() or 0}/{world}" if world and world != "1" else None
+
+
 def parse_cells(text: str | None) -> tuple[int, int] | None:
-    """'i/N' (0-based i) -> (i, N); None -> from torchrun's RANK/WORLD_SIZE when WORLD_SIZE > 1, else None."""
+    """'i/N' (0-based i) -> (i, N); None or '' -> None (every cell)."""
     if text is None or text == "":
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        return (int(os.environ.get("RANK", "0") or 0), world) if world > 1 else None
+        return None
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not m:
         raise UserError(f"--cells {text!r}: write i/N, process i (0-based) of N, e.g. 0/4 "

@@ -236,9 +236,9 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                    on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
                    *, dataset: ImageSet | None = None, exp_id: str | None = None,
                    cells: str | tuple[int, int] | None = None) -> dict[str, Any]:
-    """Run the comparison (or this process's share of its cells, `cells` = 'i/N' or (i, N); default: all,
-    or RANK/WORLD_SIZE under torchrun); returns {"id", "dir", "status", "results"} (results as in
-    results.json; None while other processes' cells are missing, status "partial")."""
+    """Run the comparison (or this process's share of its cells, `cells` = 'i/N' or (i, N), 0-based; default:
+    every cell); returns {"id", "dir", "status", "results"} (results as in results.json; None while other
+    processes' cells are missing, status "partial"). Finished cells of experiment `exp_id` are reused."""
     cfg = ExperimentConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     emit = on_progress or (lambda e: None)

@@ -61,9 +61,9 @@ def test_two_shares_and_merge_equal_one_process(ds, single, tmp_path):
 def test_torchrun_env_gives_the_share(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert C.parse_cells(None) == (2, 4)
+    assert C.parse_cells(C.share_from_env()) == (2, 4)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert C.parse_cells(None) is None and C.parse_cells("1/3") == (1, 3)
+    assert C.share_from_env() is None and C.parse_cells(None) is None and C.parse_cells("1/3") == (1, 3)
 
 
 def test_resume_reuses_finished_cells(ds, single, tmp_path, monkeypatch):
