@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,31 @@ def test_bad_controls_refused_before_any_training(ds, tmp_path, ws, kw, message)
     with pytest.raises(UserError, match=message):
         run_experiment(_cfg(**kw), w, dataset=ds)
     assert not any(w.experiments.iterdir())
+
+
+def test_synthetic_negatives_come_from_the_positives_general_label_cells(ds, monkeypatch):
+    """With a run as source: every negative is asked of the generator with the general labels of a
+    drawn positive and its findings less the target, as many per cell as positives."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import medgan_ui.gan.generate as G
+
+    asked: list[tuple[tuple, tuple, int]] = []
+
+    def fake_generate(run, n, general=None, findings=None, seed=0, **kw):
+        asked.append((tuple(sorted((general or {}).items())), tuple(findings or ()), n))
+        return SimpleNamespace(images=torch.zeros(n, ds.size, ds.size, dtype=torch.uint8))
+
+    monkeypatch.setattr(G, "generate", fake_generate)
+    src = S.SyntheticSource("fake", "run", Path("runs/fake"), ds.size, list(ds.general_names),
+                            dict(ds.general_values), list(ds.findings), run=object())
+    x, y, _, n_neg = A.synthetic_set(src, ds.subset(np.arange(120)), [TARGET], [25], seed=2, negatives=True)
+    assert len(x) == 50 and n_neg == 25 and y[:25].all() and not y[25:].any()
+    pos = Counter()
+    neg = Counter()
+    for general, found, n in asked:
+        (pos if TARGET in found else neg)[general] += n
+        if TARGET not in found:
+            assert all(f in ds.findings for f in found)
+    assert pos == neg and sum(pos.values()) == 25  # the same general-label cells, the same counts
