@@ -50,13 +50,13 @@ class Arm:
         return bool(self.source)
 
 
-def _dose(spec: str, text: str) -> float:
+def _dose(what: str, text: str) -> float:
     try:
         d = float(text)
     except ValueError:
-        raise UserError(f"strategy {spec!r}: dose '@x{text}' is not a number; write e.g. synthetic:ID@x0.5") from None
+        raise UserError(f"{what}: dose '@x{text}' is not a number; write e.g. synthetic:ID@x0.5") from None
     if not math.isfinite(d) or d <= 0:
-        raise UserError(f"strategy {spec!r}: dose {text} must be a positive multiple of the synthetic amount "
+        raise UserError(f"{what}: dose {text} must be a positive multiple of the synthetic amount "
                         "(e.g. 0.5 or 2); a dose of 0 is the 'none' arm")
     return d
 
@@ -67,7 +67,7 @@ def parse_arm(spec: str) -> Arm:
     dose = 1.0
     m = DOSE.search(s)
     if m:
-        dose, s = _dose(spec, m.group(1)), s[:m.start()]
+        dose, s = _dose(f"strategy {spec!r}", m.group(1)), s[:m.start()]
     classic = tstr = False
     if s.startswith("classic+"):
         classic, s = True, s[len("classic+"):]
@@ -90,7 +90,7 @@ def expand_doses(strategies: list[str], doses: list[float]) -> list[str]:
     if not doses:
         return list(strategies)
     for d in doses:
-        _dose(f"--doses {d}", str(d))
+        _dose("dose sweep (--doses)", f"{d:g}")
     if len(set(doses)) != len(doses):
         raise UserError(f"doses repeat: {doses}")
     out: list[str] = []

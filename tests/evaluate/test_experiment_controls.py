@@ -124,7 +124,7 @@ def test_dose_sweep_gives_one_arm_per_dose(ds, ws):
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(strategies=["none", "synthetic:twin"], doses=[0.5, 0]), r"dose 0.0 must be a positive multiple"),
+    (dict(strategies=["none", "synthetic:twin"], doses=[0.5, 0]), r"dose sweep \(--doses\): dose 0 must be a positive multiple"),
     (dict(strategies=["none", "synthetic:twin@x0"]), r"'synthetic:twin@x0': dose 0 must be a positive"),
     (dict(strategies=["none", "oversample"], doses=[1, 2]), r"apply to synthetic-like strategies"),
     (dict(strategies=["none", "classic+oversample"]), r"classic\+ needs a synthetic source"),
