@@ -12,8 +12,15 @@ def _columns(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder or file, 'demo', or 'demo:hard' (harder phantom)")
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(c) for c in _columns(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers joined by commas, e.g. 0.25,0.5,1,2") from None
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="dataset folder or file, 'demo', or 'demo:hard' (harder phantom)")
     p.add_argument("--format", default=None, help="nih, csv, dicom, folders or medmnist (default: detect)")
     p.add_argument("--image-size", type=int, default=64, help="square image size (default 64)")
     g = p.add_argument_group("generic CSV + folder (as `medgan data inspect`)")
@@ -33,11 +40,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="does augmentation help? classifier ROC comparison over patient-level K-fold cross-validation")
-    _data_args(p)
-    p.add_argument("--target", action="append", required=True, help="target finding; repeat for multi-label")
+    _data_args(p, required=False)  # not with --merge: the experiment's config.json names its data
+    p.add_argument("--target", action="append", help="target finding; repeat for multi-label (required)")
     p.add_argument("--strategies", type=_columns, default=["none", "oversample"],
                    help="comma list of none, classic, undersample, oversample, synthetic:RUN_OR_SET_ID "
-                        "(synthetic:ID0+ID1+... = one run per fold, folds x repeats of them)")
+                        "(synthetic:ID0+ID1+... = one run per fold, folds x repeats of them), "
+                        "classic+synthetic:ID (classic augmentation on real + synthetic), tstr:synthetic:ID "
+                        "(train on synthetic only, test on real); a suffix @xD sets a dose")
     p.add_argument("--classifier", default="resnet18", help="resnet18 | vgg19 | fridadar")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (<1 for CPU; 1 = published net)")
     p.add_argument("--init", default="scratch", help="scratch | imagenet:PATH (local torchvision file) | segmentation")
@@ -55,8 +64,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--synthetic-ratio", type=float, default=None, help="positives reach RATIO x negatives (default 1)")
     p.add_argument("--synthetic-count", type=int, default=None, help="or: positives reach COUNT images")
+    p.add_argument("--synthetic-negatives", action="store_true",
+                   help="synthetic sources also add as many negatives (same general-label cells, without the "
+                        "finding), so 'generated' is not a label")
+    p.add_argument("--doses", type=_floats, default=[],
+                   help="dose sweep: each synthetic-like strategy at each multiple of its synthetic amount, "
+                        "e.g. 0.25,0.5,1,2 (arms labelled SPEC@xD)")
+    p.add_argument("--equal-steps", action="store_true",
+                   help="every strategy gets none's optimiser-step budget (epochs x steps over the real training "
+                        "images) instead of the same epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    g = p.add_argument_group("resume and scale-out (cells = fold x strategy, written to experiments/ID/cells/)")
+    g.add_argument("--id", default=None, help="experiment id; re-run with the same id and settings to resume")
+    g.add_argument("--cells", default=None,
+                   help="run share i/N of the cells (0-based i: Slurm --cells $SLURM_ARRAY_TASK_ID/N); needs --id; "
+                        "under torchrun RANK/WORLD_SIZE are used. The process that finds all cells done merges")
+    g.add_argument("--merge", default=None, metavar="ID",
+                   help="merge the finished cells of experiment ID into its results (no training)")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
     add_workspace_arg(p)
     p.set_defaults(func=_evaluate)
@@ -111,10 +136,17 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from medgan_ui.errors import UserError
+    from medgan_ui.evaluate.cells import share_from_env
     from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
-    from medgan_ui.evaluate.results import subgroup_rows, table_rows
+    from medgan_ui.evaluate.merge import merge_experiment
     from medgan_ui.workspace import Workspace
 
+    if args.merge:
+        out = merge_experiment(Workspace(args.workspace), args.merge)
+        return _report(args, out)
+    if not args.data or not args.target:
+        raise UserError("medgan evaluate needs --data and --target (or --merge ID)")
     mode, value = ("count", float(args.synthetic_count)) if args.synthetic_count else ("ratio", args.synthetic_ratio or 1.0)
     cfg = ExperimentConfig(
         targets=args.target, strategies=args.strategies, data=args.data, data_format=args.format,
@@ -123,12 +155,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         folds=args.folds if args.folds is not None else 5, repeats=args.repeats, specificity=args.specificity,
         n_boot=args.n_boot, splits=args.splits if args.folds is None else None, epochs=args.epochs,
         patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-        synthetic_mode=mode, synthetic_value=value, seed=args.seed, device=args.device)
+        synthetic_mode=mode, synthetic_value=value, synthetic_negatives=args.synthetic_negatives,
+        doses=args.doses, equal_steps=args.equal_steps, seed=args.seed, device=args.device)
     update, close = _bar()
-    try:
-        out = run_experiment(cfg, Workspace(args.workspace), on_progress=update)  # loads cfg.data itself
+    try:  # loads cfg.data itself
+        out = run_experiment(cfg, Workspace(args.workspace), on_progress=update, exp_id=args.id,
+                             cells=args.cells or share_from_env())
     finally:
         close()
+    return _report(args, out)
+
+
+def _report(args: argparse.Namespace, out: dict[str, Any]) -> int:
+    from medgan_ui.evaluate.results import subgroup_rows, table_rows
+
+    if out["results"] is None:
+        if out["status"] != "partial":
+            print(f"experiment {out['id']} {out['status']}: re-run with --id {out['id']} to resume: {out['dir']}")
+            return 1
+        print(f"experiment {out['id']}: this share of the cells is done; others are still missing. The last "
+              f"process merges, or run `medgan evaluate --merge {out['id']}`: {out['dir']}")
+        return 0
     if args.json:
         print(json.dumps(out["results"], indent=2, default=str))
     else:

@@ -8,13 +8,14 @@ validation, pick a threshold on validation (Youden) and score the test fold. Eve
 checked before the first epoch (`validate`). The statistics are in results.py / cv_stats.py.
 
 Writes experiments/<id>/: config.json, manifest.json, predictions/repeat<r>-fold<f>-<strategy>.csv,
+cells/repeat<r>-fold<f>-<strategy>.json (per-cell records: resume, scale-out, merge; cells.py),
 results.json, results.csv, results_subgroups.csv, roc.png, confusion.png.
+Controls (composite classic+, tstr:, doses, equal steps, synthetic negatives) are in arms.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +25,16 @@ import numpy as np
 import torch
 
 from medgan_ui.data.imageset import ImageSet
-from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indices, undersample_indices
+from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment
 from medgan_ui.data.split import KFOLD, OFFICIAL, Fold, cv_folds
 from medgan_ui.errors import UserError
+from medgan_ui.evaluate import arms as A
+from medgan_ui.evaluate import cells as C
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
 from medgan_ui.security.csv_cells import csv_writer
-from medgan_ui.evaluate.train_classifier import TrainSettings, predict, train_classifier
+from medgan_ui.evaluate.train_classifier import TrainSettings, predict, steps_per_epoch, train_classifier
 from medgan_ui.gan.device import pick_device
 from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
 
@@ -69,6 +72,9 @@ class ExperimentConfig:
     classic: str = "chest"  # classic augmentation preset: "chest" or "frid-adar" (rotations up to 180 deg)
     synthetic_mode: str = "ratio"  # "ratio": positives reach value x negatives; "count": reach value
     synthetic_value: float = 1.0
+    synthetic_negatives: bool = False  # synthetic negatives of the same general-label cells, as many as positives
+    doses: list[float] = field(default_factory=list)  # dose sweep: each synthetic-like arm at each multiple
+    equal_steps: bool = False  # every arm gets none's optimiser-step budget (epochs x steps over real train)
     n_boot: int = 1000
     device: str | None = None
     name: str = ""
@@ -100,6 +106,7 @@ class Plan:
     masks: tuple[np.ndarray, torch.Tensor, list[str]] | None
     split_info: list[dict[str, Any]]
     notes: list[str]
+    arms: list[str] = field(default_factory=list)  # the strategies after the dose sweep: the results' columns
 
     def label(self, j: int) -> str:
         f = self.folds[j]
@@ -107,10 +114,6 @@ class Plan:
         n_r = 1 + max(x.repeat for x in self.folds)
         return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
             f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
 
 
 def load_data(cfg: ExperimentConfig, ws: Workspace) -> ImageSet:
@@ -141,7 +144,10 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         raise UserError(f"target findings repeat: {cfg.targets}")
     if not cfg.strategies:
         raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>)")
-    parsed = [S.parse_strategy(s) for s in cfg.strategies]
+    arm_specs = A.expand_doses(cfg.strategies, [float(d) for d in cfg.doses or []])
+    if len(set(arm_specs)) != len(arm_specs):
+        raise UserError(f"strategies repeat: {cfg.strategies}")
+    parsed = [A.parse_arm(s) for s in arm_specs]
     if cfg.classifier not in CLASSIFIERS:
         raise UserError(f"unknown classifier {cfg.classifier!r}; choose one of {list(CLASSIFIERS)}")
     kind, weights = parse_init(cfg.init)
@@ -188,20 +194,24 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if split_kind != KFOLD:
         notes.append(f"split: {split_kind}")
     J = len(folds)
-    for spec, (name, ids) in zip(cfg.strategies, parsed):
-        if name != "synthetic":
+    for arm in parsed:
+        if arm.source_kind != "synthetic":  # gan: one generator per fold, prepared before the fold's cells
             continue
+        spec, ids = arm.source, arm.ids
         if len(ids) not in (1, J):
-            raise UserError(f"strategy {spec!r}: give one id, or one per fold ({J} = folds x repeats) joined by '+'")
-        srcs = [S.open_source(ws, i, cfg.device) for i in ids]
-        for src in srcs:
-            S.check_source(src, ds, cfg.targets)
-        sources[spec] = srcs * J if len(srcs) == 1 else srcs
-        if len(srcs) == 1:
-            notes.append(f"{spec}: one synthetic source for all {J} folds; if it was trained on images of "
+            raise UserError(f"strategy {arm.spec!r}: give one id, or one per fold ({J} = folds x repeats) joined by '+'")
+        if spec not in sources:
+            sources[spec] = [S.open_source(ws, i, cfg.device) for i in ids]
+            for src in sources[spec]:
+                S.check_source(src, ds, cfg.targets)
+            if len(ids) == 1:
+                notes.append(f"{spec}: one synthetic source for all {J} folds; if it was trained on images of "
                          "patients that are in a fold's test part, that fold flatters the synthetic strategy. "
                          "For a strict comparison give one run per fold trained on that fold's train part "
-                         "(synthetic:ID0+ID1+...).")
+                             "(synthetic:ID0+ID1+...).")
+            sources[spec] = sources[spec] * J if len(ids) == 1 else sources[spec]
+        for src in sources[spec]:
+            A.check_source_for(arm, src, cfg.targets, cfg.synthetic_negatives)
     masks = None
     if kind == "segmentation":
         if cfg.masks_dir:
@@ -213,7 +223,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(folds, split_kind, sources, masks, info, notes)
+    return Plan(folds, split_kind, sources, masks, info, notes, arm_specs)
 
 
 def _classic_augment(preset: str) -> Callable:
@@ -224,17 +234,27 @@ def _classic_augment(preset: str) -> Callable:
 
 def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | None = None,
                    on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                   *, dataset: ImageSet | None = None, exp_id: str | None = None) -> dict[str, Any]:
-    """Run the whole comparison; returns {"id", "dir", "status", "results"} (results as in results.json)."""
+                   *, dataset: ImageSet | None = None, exp_id: str | None = None,
+                   cells: str | tuple[int, int] | None = None) -> dict[str, Any]:
+    """Run the comparison (or this process's share of its cells, `cells` = 'i/N' or (i, N), 0-based; default:
+    every cell); returns {"id", "dir", "status", "results"} (results as in results.json; None while other
+    processes' cells are missing, status "partial"). Finished cells of experiment `exp_id` are reused."""
     cfg = ExperimentConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     emit = on_progress or (lambda e: None)
     stop = should_stop or (lambda: False)
     emit({"stage": "validate", "progress": 0.0, "message": "checking inputs"})
+    share = cells if isinstance(cells, tuple) else C.parse_cells(cells)
+    if share is not None and not exp_id:
+        raise UserError(f"--cells {share[0]}/{share[1]}: the processes share one experiment folder; give them "
+                        "the same fixed id (--id NAME)")
+    if exp_id:
+        C.experiment_dir(ws, exp_id)  # a plain name, checked before the data is read
     ds = dataset if dataset is not None else load_data(cfg, ws)
     plan = validate(cfg, ws, ds)
     exp_id = exp_id or new_id("exp")
     out = ws.experiment_dir(exp_id)
+    C.check_config(out, asdict(cfg), exp_id)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     started = now_iso()
     atomic_write_json(out / "config.json", asdict(cfg))
@@ -243,23 +263,32 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     labels = ds.detailed[:, tidx].numpy().astype(bool)
     records: list[dict[str, Any]] = []
     seg_cache: dict[int, tuple[dict, dict]] = {}  # fold -> segmentation-pretrained weights, shared by strategies
-    n_jobs = len(plan.folds) * len(cfg.strategies)
-    status = "done"
+    specs = plan.arms
+    todo = [c for c in range(len(plan.folds) * len(specs)) if C.mine(c, share)]
+    status, done_here, reused = "done", 0, 0
     for k, fold in enumerate(plan.folds):
         part = {p: np.flatnonzero(fold.split == i) for i, p in enumerate(PARTS)}
         where = plan.label(k)
-        for j, spec in enumerate(cfg.strategies):
+        for j, spec in enumerate(specs):
+            name = C.cell_name(fold.repeat, fold.fold, spec)
+            rec = C.load_cell(out, name, ds.fingerprint)
+            if rec is not None:
+                reused += C.mine(k * len(specs) + j, share)
+                records.append(rec)
+                continue
+            if not C.mine(k * len(specs) + j, share):
+                continue
             if stop():
                 status = "stopped"
                 break
-            job = k * len(cfg.strategies) + j
             base = {"fold": k, "strategy": spec}
+            n_jobs, job = max(len(todo), 1), done_here
             emit({**base, "stage": "prepare", "epoch": 0, "progress": job / n_jobs,
                   "message": f"{where}, {spec}: building the training set"})
             rec = _one(cfg, plan, ds, labels, part, k, spec, device,
-                       lambda e, job=job, base=base, where=where: emit(
+                       lambda e, job=job, base=base, where=where, n_jobs=n_jobs: emit(
                            {**base, "stage": "train", "epoch": e["epoch"],
-                            "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
+                            "progress": (job + min(1.0, e["epoch"] / cfg.epochs)) / n_jobs,
                             "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
                        stop, seg_cache)
             if rec["stopped"]:  # a half-trained model must not enter the statistics
@@ -267,13 +296,35 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                 break
             rec.update(repeat=fold.repeat, fold_in_repeat=fold.fold, idx_test=part["test"],
                        n_fit=int(len(part["train"]) + len(part["val"])))
-            _write_predictions(out / "predictions" / f"repeat{fold.repeat}-fold{fold.fold}-{_slug(spec)}.csv",
-                               ds, cfg.targets, part, rec)
+            _write_predictions(out / "predictions" / f"{name}.csv", ds, cfg.targets, part, rec)
+            C.save_cell(out, name, rec, ds.fingerprint)  # on disk at once: a crash or stop loses only this cell
             records.append(rec)
+            done_here += 1
         if status == "stopped":
             break
+    if reused:
+        plan.notes.append(f"resumed: {reused} finished cell(s) reused from experiment folder {exp_id}")
+    if share is not None:
+        names = cell_names(plan)
+        if status != "done" or C.missing(out, names):  # others still run theirs; the last one (or --merge) merges
+            status = "partial" if status == "done" else status
+            emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} {status}"})
+            return {"id": exp_id, "dir": str(out), "status": status, "results": None}
+        records = [C.load_cell(out, n, ds.fingerprint) for n in names]
+    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit)
+
+
+def cell_names(plan: Plan) -> list[str]:
+    """Every (fold, strategy) cell of the plan, in run order (cells.py numbers them so)."""
+    return [C.cell_name(f.repeat, f.fold, s) for f in plan.folds for s in plan.arms]
+
+
+def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: str, records: list[dict[str, Any]],
+            status: str, started: str, emit: Progress) -> dict[str, Any]:
+    """Statistics over the records, results files and manifest (also the merge's last step, merge.py)."""
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
-    results = summarise(cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
+    arms_cfg = dataclasses.replace(cfg, strategies=plan.arms)  # the columns: dose-swept labels
+    results = summarise(arms_cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
@@ -287,26 +338,15 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
          seg_cache: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
     """Train and score one (fold k, strategy)."""
     t0 = time.perf_counter()
-    name, _ = S.parse_strategy(spec)
+    arm = A.parse_arm(spec)
     seed = cfg.seed * 1000 + k  # the same for every strategy of fold k (repeats of an official split differ here)
     tr = part["train"]
-    y_tr = labels[tr]
-    if name == "undersample":
-        idx = tr[np.sort(undersample_indices(y_tr, seed=seed, names=cfg.targets))]
-    elif name == "oversample":
-        idx = tr[np.sort(oversample_indices(y_tr, seed=seed, names=cfg.targets))]
-    else:
-        idx = tr
-    x_train, y_train = ds.images[torch.as_tensor(idx)], labels[idx]
-    n_synth = n_distinct = 0
-    if name == "synthetic":
-        src = plan.sources[spec][k]
-        needs = S.synthetic_needs(y_tr, cfg.synthetic_mode, cfg.synthetic_value)
-        xs, ys, n_distinct = S.synthetic_images(src, ds.subset(tr), cfg.targets, needs, seed)
-        x_train, y_train, n_synth = torch.cat([x_train, xs]), np.concatenate([y_train, ys]), len(xs)
+    src = plan.sources[arm.source][k] if arm.source_kind == "synthetic" else None
+    ts = A.training_set(cfg, arm, src, ds, labels, tr, seed)
     torch.manual_seed(seed)  # same initial weights for every strategy of this fold
     model = build_classifier(cfg.classifier, len(cfg.targets), ds.size, cfg.width, cfg.init).to(device)
-    model.set_mean_image(ds.images[torch.as_tensor(tr)].to(device).unsqueeze(1).float() / 255.0)
+    mean_of = ts.x if arm.name == "tstr" else ds.images[torch.as_tensor(tr)]  # tstr sees no real training image
+    model.set_mean_image(mean_of.to(device).unsqueeze(1).float() / 255.0)
     seg = None
     if cfg.init == "segmentation" and plan.masks is not None:
         from medgan_ui.evaluate.segmentation import freeze_encoder, pretrain_segmentation
@@ -325,16 +365,24 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         model.load_state_dict(state)
         if cfg.freeze_encoder:
             freeze_encoder(model)
+    max_steps = every = None
+    if cfg.equal_steps:  # none's budget, validated (and patience counted) every none-epoch of steps: arms with
+        every = steps_per_epoch(len(tr), cfg.batch_size)  # more images make fewer passes over them, cut mid-pass
+        max_steps = cfg.epochs * every
     settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed)
+                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed, max_steps=max_steps,
+                             eval_every=every)
     va, te = part["val"], part["test"]
-    res = train_classifier(model, x_train, torch.from_numpy(y_train.astype(np.float32)),
+    res = train_classifier(model, ts.x, torch.from_numpy(ts.y.astype(np.float32)),
                            ds.images[torch.as_tensor(va)], torch.from_numpy(labels[va].astype(np.float32)),
-                           settings, augment=_classic_augment(cfg.classic) if name == "classic" else None,
+                           settings, augment=_classic_augment(cfg.classic) if arm.classic else None,
                            on_epoch=on_epoch, should_stop=stop)
     return {
-        "fold": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(len(idx)), "n_train_synthetic": int(n_synth),
-        "n_synthetic_distinct": int(n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "fold": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(ts.n_real),
+        "n_train_synthetic": int(ts.n_synthetic), "n_synthetic_negative": int(ts.n_synthetic_negative),
+        "n_synthetic_distinct": int(ts.n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "steps": res.steps, "max_steps": max_steps,
+        "passes": round(res.steps / steps_per_epoch(len(ts.x), cfg.batch_size), 3),  # epochs over its own data
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
         "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]),

@@ -103,9 +103,10 @@ def summarise(cfg: Any, records: list[dict[str, Any]], ds: Any, split_kind: str,
     if status != "done":
         out["notes"].append(f"stopped early: statistics use the {len(done)} fold(s) every strategy finished")
     for r in records:
-        out["training"].append({k: r[k] for k in ("fold", "repeat", "strategy", "n_train_real", "n_train_synthetic",
-                                                  "n_synthetic_distinct", "best_epoch", "epochs_run", "seconds",
-                                                  "segmentation")})
+        out["training"].append({**{k: r[k] for k in ("fold", "repeat", "strategy", "n_train_real", "n_train_synthetic",
+                                                     "n_synthetic_distinct", "best_epoch", "epochs_run", "seconds",
+                                                     "segmentation")},
+                                **{k: r.get(k) for k in ("n_synthetic_negative", "steps", "max_steps", "passes")}})
     if not done:
         return out
     _, pid = np.unique(ds.patient_id, return_inverse=True)

@@ -17,6 +17,7 @@ Under/over-sampling and the augmentation itself live in medgan_ui.data.rebalance
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,24 @@ from medgan_ui.security.csv_cells import dict_rows
 from medgan_ui.workspace import Workspace, read_json
 
 BASE_STRATEGIES = ("none", "classic", "undersample", "oversample")
+CONTROL_PREFIXES = ("classic+", "tstr:")  # composite and train-on-synthetic arms (arms.py)
+DOSE_SUFFIX = re.compile(r"@x([-0-9.eE]*)$")  # numeric-looking only: a gan preset may contain @
 
 
 def parse_strategy(s: str) -> tuple[str, list[str]]:
     """'none' -> ('none', []); 'synthetic:A' -> ('synthetic', ['A']); 'synthetic:A+B+C' -> one id per split."""
     s = s.strip()
+    if s.startswith(CONTROL_PREFIXES) or DOSE_SUFFIX.search(s):  # controls: composite, TSTR and dose arms
+        from medgan_ui.evaluate.arms import parse_arm
+
+        arm = parse_arm(s)
+        return ("classic+" if arm.classic and arm.source else "") + arm.name, arm.ids
     if s in BASE_STRATEGIES:
         return s, []
     if s.startswith("synthetic:") and len(s) > len("synthetic:"):
         return "synthetic", [p for p in s[len("synthetic:"):].split("+") if p]
-    raise UserError(f"unknown strategy {s!r}: use {', '.join(BASE_STRATEGIES)} or synthetic:<run or synthetic-set id>")
+    raise UserError(f"unknown strategy {s!r}: use {', '.join(BASE_STRATEGIES)}, synthetic:<run or synthetic-set id>, "
+                    "classic+synthetic:<id>, tstr:synthetic:<id>, with an optional dose suffix @x0.5")
 
 
 def synthetic_needs(y: np.ndarray, mode: str, value: float) -> list[int]:
@@ -127,24 +136,32 @@ def synthetic_images(
     src: SyntheticSource, train: ImageSet, targets: list[str], needs: list[int], seed: int
 ) -> tuple[torch.Tensor, np.ndarray, int]:
     """(uint8 images [M,H,W], multi-hot target labels [M,T], number of distinct images) for the needs."""
+    picks = synthetic_picks(train, targets, needs, seed)
+    if not len(picks):
+        return torch.zeros(0, train.size, train.size, dtype=torch.uint8), np.zeros((0, len(targets)), bool), 0
+    return synthetic_for_picks(src, train, picks, targets, seed)
+
+
+def synthetic_picks(train: ImageSet, targets: list[str], needs: list[int], seed: int) -> np.ndarray:
+    """The real training positives (drawn with replacement, `need` per target) whose labels synthetic images copy."""
     rng = np.random.default_rng(seed)
     det = train.detailed.numpy().astype(bool)
     picks = [rng.choice(np.flatnonzero(det[:, train.findings.index(t)]), need, replace=True)
              for t, need in zip(targets, needs) if need > 0]
-    if not picks:
-        return torch.zeros(0, train.size, train.size, dtype=torch.uint8), np.zeros((0, len(targets)), bool), 0
-    return synthetic_for_picks(src, train, np.concatenate(picks), targets, seed)
+    return np.concatenate(picks) if picks else np.zeros(0, np.int64)
 
 
 def synthetic_for_picks(
-    src: SyntheticSource, train: ImageSet, picks: np.ndarray, targets: list[str], seed: int
+    src: SyntheticSource, train: ImageSet, picks: np.ndarray, targets: list[str], seed: int,
+    without: list[str] | tuple[str, ...] = ()
 ) -> tuple[torch.Tensor, np.ndarray, int]:
-    """One synthetic image per picked real image, with that image's general labels and findings."""
+    """One synthetic image per picked real image, with that image's general labels and findings
+    (less the findings in `without`: synthetic negatives of the same general-label cell)."""
     rng = np.random.default_rng(seed)
     cells: dict[tuple, int] = {}
     for i in picks:
         general = tuple((g, v) for g, v in train.general_label(int(i)).items() if g in src.general_names and v)
-        found = tuple(f for f in train.finding_labels(int(i)) if f in src.findings)
+        found = tuple(f for f in train.finding_labels(int(i)) if f in src.findings and f not in without)
         cells[(general, found)] = cells.get((general, found), 0) + 1
     images, labels, distinct = [], [], 0
     for c, ((general, found), count) in enumerate(sorted(cells.items())):

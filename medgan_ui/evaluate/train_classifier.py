@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ class TrainSettings:
     optimizer: str = "adam"  # "adam" (GDGAN, MedMNIST) or "sgd" (Frid-Adar: Nesterov, momentum 0.9)
     seed: int = 0
     eval_batch: int = 256
+    max_steps: int | None = None  # optimisation-step budget (equal-steps control): stops mid-epoch when spent
+    eval_every: int | None = None  # validate (and count patience) every so many steps instead of every epoch
 
 
 @dataclass
@@ -45,6 +47,23 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: bool = False
     seconds: float = 0.0
+    steps: int = 0  # optimisation steps taken
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator, dev: torch.device) -> Iterator[torch.Tensor]:
+    """Index batches, a new permutation per pass, drawn lazily (so augmentation draws interleave as before)."""
+    # drop a last batch of one: BatchNorm cannot train on a single image
+    stop_at = n - 1 if n % batch_size == 1 and n > 1 else n
+    while True:
+        perm = torch.randperm(n, generator=gen).to(dev)
+        for s in range(0, stop_at, batch_size):
+            yield perm[s:s + batch_size]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch over n images (a last batch of one is dropped, as in training)."""
+    stop_at = n - 1 if n % batch_size == 1 and n > 1 else n
+    return max(1, math.ceil(stop_at / batch_size))
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -99,15 +118,17 @@ def train_classifier(
     history: list[dict[str, float]] = []
     stopped = False
     n = len(xt)
-    for epoch in range(1, settings.epochs + 1):
+    per_round = settings.eval_every or steps_per_epoch(n, settings.batch_size)
+    batches = _batches(n, settings.batch_size, gen, dev)
+    steps = 0
+    for epoch in range(1, settings.epochs + 1):  # a round: one pass over the data, or eval_every steps
         model.train()
         frozen_encoder_eval(model)
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        # drop a last batch of one: BatchNorm cannot train on a single image
-        stop_at = n - 1 if n % settings.batch_size == 1 and n > 1 else n
-        for s in range(0, stop_at, settings.batch_size):
-            idx = perm[s:s + settings.batch_size]
+        total, seen = 0.0, 0
+        for _ in range(per_round):
+            if settings.max_steps is not None and steps >= settings.max_steps:
+                break
+            idx = next(batches)
             x = _as_float(xt[idx])
             if augment is not None:
                 x = augment(x, gen)
@@ -116,10 +137,13 @@ def train_classifier(
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            steps += 1
+        spent = settings.max_steps is not None and steps >= settings.max_steps
         p_val = predict(model, xv, settings.eval_batch)
         val_loss = float(F.binary_cross_entropy(torch.from_numpy(p_val).clamp(1e-7, 1 - 1e-7), yv))
         score = _val_score(yv.numpy(), p_val, val_loss, settings.monitor)
-        rec = {"epoch": epoch, "train_loss": total / max(stop_at, 1), "val_loss": val_loss, "val_score": score}
+        rec = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_score": score}
         history.append(rec)
         if score > best:
             best, best_epoch, bad = score, epoch, 0
@@ -131,7 +155,7 @@ def train_classifier(
         if should_stop and should_stop():
             stopped = True
             break
-        if bad >= settings.patience:
+        if bad >= settings.patience or spent:
             break
     model.load_state_dict(best_state)
-    return TrainResult(best_epoch, float(best), len(history), history, stopped, time.perf_counter() - t0)
+    return TrainResult(best_epoch, float(best), len(history), history, stopped, time.perf_counter() - t0, steps)

@@ -47,6 +47,10 @@ def show_metrics(ctx: Any, mid: str | None) -> tuple[pd.DataFrame, pd.DataFrame,
             "\n".join(f"- {html.escape(line)}" for line in summary_lines(res)))
 
 
+CONTROLS = {"classic on top of synthetic": "composite", "train on synthetic only (TSTR)": "tstr",
+            "synthetic negatives": "negatives", "equal optimisation steps": "equal_steps"}
+
+
 def synthetic_choices(ctx: Any) -> list[str]:
     """Finished runs and exported synthetic sets: what a 'synthetic:<id>' strategy can use."""
     runs = [r["run_id"] for r in ctx.list_runs() if r.get("status") not in ("running", "queued", "created")]
@@ -55,12 +59,19 @@ def synthetic_choices(ctx: Any) -> list[str]:
 
 
 def config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
-                     lr, ratio, seed) -> Any:
+                     lr, ratio, seed, controls=(), doses="") -> Any:
     from medgan_ui.evaluate.experiment import ExperimentConfig
 
     if not targets:
         raise UserError("choose at least one target finding")
+    on = {CONTROLS[c] for c in controls or [] if c in CONTROLS}
     strategies = list(base or []) + [f"synthetic:{s}" for s in (synth or [])]
+    strategies += [f"classic+synthetic:{s}" for s in (synth or []) if "composite" in on]
+    strategies += [f"tstr:synthetic:{s}" for s in (synth or []) if "tstr" in on]
+    try:
+        dose_list = [float(d) for d in str(doses or "").replace(" ", "").split(",") if d]
+    except ValueError:
+        raise UserError(f"doses {doses!r}: give multiples joined by commas, e.g. 0.5,1,2") from None
     if not strategies:
         raise UserError("tick at least one strategy (and keep 'none' to get p-values against it)")
     if init == "imagenet":
@@ -74,7 +85,8 @@ def config_from_form(targets, base, synth, classifier, width, init, weights, spl
             raise UserError(f"{name} is empty: enter a value")
     return ExperimentConfig(targets=list(targets), strategies=strategies, classifier=classifier, width=float(width),
                             init=init, folds=int(splits), epochs=int(epochs), patience=int(patience),
-                            batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed))
+                            batch_size=int(batch), lr=float(lr), synthetic_value=float(ratio), seed=int(seed),
+                            synthetic_negatives="negatives" in on, equal_steps="equal_steps" in on, doses=dose_list)
 
 
 def checked_spec(policy: PathPolicy, spec: str, what: str) -> str:
@@ -152,6 +164,12 @@ def build_compare_tab(ctx: Any) -> None:
                 ratio = gr.Number(1.0, label="Synthetic ratio", info="Positives reach ratio x negatives.")
                 seed = gr.Number(0, label="Seed", precision=0)
             with gr.Row():
+                controls = gr.CheckboxGroup(list(CONTROLS), value=[], label="Controls",
+                                            info="Composite and TSTR arms use the synthetic sources above; equal steps "
+                                                 "gives every arm none's optimiser-step budget.")
+                doses = gr.Textbox("", label="Dose sweep", placeholder="e.g. 0.25,0.5,1,2",
+                                   info="Each synthetic arm at each multiple of its synthetic amount.")
+            with gr.Row():
                 start = gr.Button("Run experiment", variant="primary", elem_id="mg-cmp-start")
                 stop = gr.Button("Stop", variant="stop")
             status = gr.Markdown()
@@ -185,16 +203,17 @@ def build_compare_tab(ctx: Any) -> None:
 
     @friendly
     def on_start(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr,
-                 ratio, seed, request: gr.Request):
+                 ratio, seed, controls, doses, request: gr.Request):
         cfg = config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
-                               lr, ratio, seed)
+                               lr, ratio, seed, controls, doses)
         cfg.init = checked_spec(ctx.paths.for_request(request), cfg.init, "ImageNet weights file")
         for s in synth or []:
             plain_name(s, "synthetic run or set")  # workspace ids only, never a path
         jid = start_experiment(ctx.jobs, ctx.workspace, ctx.require_dataset(), cfg)
         return f"Experiment queued ({jid}).", {"exp": jid}
 
-    form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed]
+    form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed,
+            controls, doses]
     start.click(on_start, form, [status, jobs], concurrency_limit=1, api_name="compare_start")
 
     @friendly

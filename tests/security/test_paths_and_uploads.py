@@ -134,7 +134,7 @@ def test_data_tab_folder_and_csv_fields(server):
 
 def test_compare_weights_extractor_and_ids(server):
     call(server, "load_data", load_args(SOURCES[1], str(server["data"] / "ds1")))  # Compare needs loaded data
-    form = [["Nodule"], ["none"], [], "resnet18", 0.25, "imagenet", "", 1, 1, 1, 8, 1e-3, 1.0, 0]
+    form = [["Nodule"], ["none"], [], "resnet18", 0.25, "imagenet", "", 1, 1, 1, 8, 1e-3, 1.0, 0, [], ""]
     for p in attack_paths(server) + [str(server["outside"] / "weights.pt")]:
         form[6] = p
         assert any(w in refused(server, "compare_start", form) for w in OUTSIDE_WORDS), p

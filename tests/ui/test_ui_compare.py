@@ -12,12 +12,20 @@ from medgan_ui.ui.compare_tab import config_from_form, progress_html, show_exper
 
 torch.set_num_threads(1)
 FORM = dict(targets=["Effusion"], base=["none", "oversample"], synth=[], classifier="fridadar", width=0.25,
-            init="scratch", weights="", splits=2, epochs=1, patience=1, batch=32, lr=1e-3, ratio=1.0, seed=0)
+            init="scratch", weights="", splits=2, epochs=1, patience=1, batch=32, lr=1e-3, ratio=1.0, seed=0,
+            controls=[], doses="")
 
 
 def test_config_from_form():
     cfg = config_from_form(**{**FORM, "synth": ["gdgan-1"]})
     assert cfg.strategies == ["none", "oversample", "synthetic:gdgan-1"] and cfg.width == 0.25
+    assert not cfg.equal_steps and not cfg.synthetic_negatives and cfg.doses == []
+    cfg = config_from_form(**{**FORM, "synth": ["g"], "doses": "0.5, 2", "controls": [
+        "classic on top of synthetic", "train on synthetic only (TSTR)", "synthetic negatives", "equal optimisation steps"]})
+    assert cfg.strategies == ["none", "oversample", "synthetic:g", "classic+synthetic:g", "tstr:synthetic:g"]
+    assert cfg.equal_steps and cfg.synthetic_negatives and cfg.doses == [0.5, 2.0]
+    with pytest.raises(UserError, match="doses 'half'"):
+        config_from_form(**{**FORM, "doses": "half"})
     with pytest.raises(UserError, match="target"):
         config_from_form(**{**FORM, "targets": []})
     with pytest.raises(UserError, match="weights file"):
