@@ -28,6 +28,9 @@ from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indic
 from medgan_ui.data.split import KFOLD, OFFICIAL, Fold, cv_folds
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
+from medgan_ui.evaluate.gan_folds import check_gan_strategy, prepare_generators
+from medgan_ui.evaluate.label_fidelity import fidelity_for_fold, summarise_fidelity
+from medgan_ui.evaluate.leakage import check_fold_sources
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
 from medgan_ui.security.csv_cells import csv_writer
@@ -100,13 +103,19 @@ class Plan:
     masks: tuple[np.ndarray, torch.Tensor, list[str]] | None
     split_info: list[dict[str, Any]]
     notes: list[str]
+    gans: dict[str, Any] = field(default_factory=dict)  # gan: strategy -> GanSpec (sources filled per fold)
+    overlap: dict[str, list[int]] = field(default_factory=dict)  # synthetic strategy -> leaked patients per fold
 
     def label(self, j: int) -> str:
-        f = self.folds[j]
-        n_f = 1 + max(x.fold for x in self.folds)
-        n_r = 1 + max(x.repeat for x in self.folds)
-        return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
-            f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
+        return _fold_label(self.folds, j)
+
+
+def _fold_label(folds: list[Fold], j: int) -> str:
+    f = folds[j]
+    n_f = 1 + max(x.fold for x in folds)
+    n_r = 1 + max(x.repeat for x in folds)
+    return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
+        f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
 
 
 def _slug(s: str) -> str:
@@ -140,7 +149,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if len(set(cfg.targets)) != len(cfg.targets):
         raise UserError(f"target findings repeat: {cfg.targets}")
     if not cfg.strategies:
-        raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>)")
+        raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>, "
+                        "gan:MODEL)")
     parsed = [S.parse_strategy(s) for s in cfg.strategies]
     if cfg.classifier not in CLASSIFIERS:
         raise UserError(f"unknown classifier {cfg.classifier!r}; choose one of {list(CLASSIFIERS)}")
@@ -188,7 +198,14 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if split_kind != KFOLD:
         notes.append(f"split: {split_kind}")
     J = len(folds)
+    labels = [_fold_label(folds, j) for j in range(J)]
+    gans, overlap = {}, {}
     for spec, (name, ids) in zip(cfg.strategies, parsed):
+        if name == "gan":  # one generator per fold, trained before the fold's cells (evaluate/gan_folds.py)
+            gans[spec] = check_gan_strategy(spec, ds, folds, labels, cfg.targets, cfg.device)
+            overlap[spec] = [0] * J  # trained on the fold's training part by construction
+            sources[spec] = [None] * J  # type: ignore[list-item]  # filled fold by fold
+            continue
         if name != "synthetic":
             continue
         if len(ids) not in (1, J):
@@ -197,11 +214,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         for src in srcs:
             S.check_source(src, ds, cfg.targets)
         sources[spec] = srcs * J if len(srcs) == 1 else srcs
-        if len(srcs) == 1:
-            notes.append(f"{spec}: one synthetic source for all {J} folds; if it was trained on images of "
-                         "patients that are in a fold's test part, that fold flatters the synthetic strategy. "
-                         "For a strict comparison give one run per fold trained on that fold's train part "
-                         "(synthetic:ID0+ID1+...).")
+        # refused unless no fold's val/test patient was in its generator's training data (evaluate/leakage.py)
+        overlap[spec] = check_fold_sources(spec, sources[spec], ds, [f.split for f in folds], labels)
     masks = None
     if kind == "segmentation":
         if cfg.masks_dir:
@@ -213,7 +227,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(folds, split_kind, sources, masks, info, notes)
+    return Plan(folds, split_kind, sources, masks, info, notes, gans, overlap)
 
 
 def _classic_augment(preset: str) -> Callable:
@@ -245,9 +259,17 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     seg_cache: dict[int, tuple[dict, dict]] = {}  # fold -> segmentation-pretrained weights, shared by strategies
     n_jobs = len(plan.folds) * len(cfg.strategies)
     status = "done"
+    generators: dict[str, list[dict[str, Any]]] = {}
+    fidelity: dict[str, dict[int, dict[str, float | None]]] = {}
     for k, fold in enumerate(plan.folds):
         part = {p: np.flatnonzero(fold.split == i) for i, p in enumerate(PARTS)}
         where = plan.label(k)
+        none_model = None
+        # gan: strategies: this fold's generators, trained on its training patients (or reused / resumed)
+        if not prepare_generators(ws, ds, cfg, plan, k, where, stop, generators, lambda e, k=k: emit(
+                {"fold": k, "epoch": 0, "progress": k * len(cfg.strategies) / n_jobs, **e})):
+            status = "stopped"
+            break
         for j, spec in enumerate(cfg.strategies):
             if stop():
                 status = "stopped"
@@ -262,9 +284,13 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                             "progress": (job + e["epoch"] / cfg.epochs) / n_jobs,
                             "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
                        stop, seg_cache)
+            model = rec.pop("model")
             if rec["stopped"]:  # a half-trained model must not enter the statistics
                 status = "stopped"
                 break
+            none_model = model if spec == "none" else none_model
+            if spec in plan.overlap:
+                rec["leakage_overlap"] = plan.overlap[spec][k]
             rec.update(repeat=fold.repeat, fold_in_repeat=fold.fold, idx_test=part["test"],
                        n_fit=int(len(part["train"]) + len(part["val"])))
             _write_predictions(out / "predictions" / f"repeat{fold.repeat}-fold{fold.fold}-{_slug(spec)}.csv",
@@ -272,12 +298,20 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             records.append(rec)
         if status == "stopped":
             break
+        emit({"fold": k, "stage": "fidelity", "epoch": 0, "progress": (k + 1) * len(cfg.strategies) / n_jobs,
+              "message": f"{where}: label fidelity of the synthetic strategies"})
+        fidelity_for_fold(cfg, plan, ds, part, k, none_model, fidelity, lambda: _one(
+            cfg, plan, ds, labels, part, k, "none", device, lambda e: None, stop, seg_cache)["model"])
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
     results = summarise(cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
+    results["leakage"] = {s: {"overlap_per_fold": v, "overlap_total": int(sum(v))} for s, v in plan.overlap.items()}
+    results["generators"] = generators
+    results["label_fidelity"] = summarise_fidelity(fidelity, cfg.targets, len(plan.folds))
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
-                   status=status, sources={s: [x.describe() for x in v] for s, v in plan.sources.items()})
+                   status=status, sources={s: [x.describe() for x in v if x is not None]
+                                           for s, v in plan.sources.items()}, generators=generators)
     emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id} {status}"})
     return {"id": exp_id, "dir": str(out), "status": status, "results": results}
 
@@ -299,7 +333,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         idx = tr
     x_train, y_train = ds.images[torch.as_tensor(idx)], labels[idx]
     n_synth = n_distinct = 0
-    if name == "synthetic":
+    if name in ("synthetic", "gan"):
         src = plan.sources[spec][k]
         needs = S.synthetic_needs(y_tr, cfg.synthetic_mode, cfg.synthetic_value)
         xs, ys, n_distinct = S.synthetic_images(src, ds.subset(tr), cfg.targets, needs, seed)
@@ -337,7 +371,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         "n_synthetic_distinct": int(n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
-        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]),
+        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]), "model": model,
     }
 
 

@@ -194,6 +194,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "sens_at_spec": _r(e["sens_at_spec"]),
                 "sensitivity": _r(e["sensitivity_mean"]), "specificity": _r(e["specificity_mean"]),
                 "auc_per_fold": " ".join(f"{a:.3f}" for a in e["auc_per_fold"]),
+                # synthetic strategies: label fidelity (evaluate/label_fidelity.py), leaked patients (leakage.py)
+                "label_fidelity_auc": _r(((results.get("label_fidelity") or {}).get(target) or {}).get(s, {}).get("mean")),
+                "leakage_overlap": ((results.get("leakage") or {}).get(s) or {}).get("overlap_total"),
             })
     return rows
 
