@@ -300,8 +300,11 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             break
         emit({"fold": k, "stage": "fidelity", "epoch": 0, "progress": (k + 1) * len(cfg.strategies) / n_jobs,
               "message": f"{where}: label fidelity of the synthetic strategies"})
-        fidelity_for_fold(cfg, plan, ds, part, k, none_model, fidelity, lambda: _one(
-            cfg, plan, ds, labels, part, k, "none", device, lambda e: None, stop, seg_cache)["model"])
+        if not stop():  # a stop here keeps the fold's cells; only its fidelity is left out
+            fidelity_for_fold(cfg, plan, ds, part, k, none_model, fidelity, lambda: _one(
+                cfg, plan, ds, labels, part, k, "none", device, lambda e: None, stop, seg_cache)["model"])
+        for s in plan.gans:  # the fold's generators are done: free them (the runs stay in the workspace)
+            plan.sources[s][k] = None
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
     results = summarise(cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
     results["leakage"] = {s: {"overlap_per_fold": v, "overlap_total": int(sum(v))} for s, v in plan.overlap.items()}
