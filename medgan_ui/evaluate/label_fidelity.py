@@ -5,7 +5,9 @@ training images (the `none` strategy's model of the fold, else one trained with 
 scores generated images: for each target, images requested WITH the finding (labels copied from the
 fold's real training positives, as the top-up does) and images requested from the same general-label
 cells WITHOUT it. The AUC of "requested vs not requested" is the label fidelity: 0.5 = the label is
-ignored, 1 = the classifier always tells them apart. Reported per fold and as the mean over folds.
+ignored, 1 = the classifier always tells them apart. Reported per fold and as the mean over folds,
+beside the scoring classifier's own AUC on the fold's real test images: fidelity means little when
+that classifier cannot find the finding in real images either.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from medgan_ui.evaluate.strategies import SyntheticSource, synthetic_for_picks
 from medgan_ui.evaluate.train_classifier import predict
 
 N_PER_CLASS = 64  # generated images per side (requested / not requested) and target
+SCORER = "_scorer"  # key of the scoring classifier's own AUC on the fold's real test images
 
 
 def requested_pairs(src: SyntheticSource, train: ImageSet, target: str, targets: list[str], n: int,
@@ -60,14 +63,23 @@ def fold_fidelity(model: torch.nn.Module, src: SyntheticSource, train: ImageSet,
 
 def summarise_fidelity(per_fold: dict[str, dict[int, dict[str, float | None]]], targets: list[str],
                        n_folds: int) -> dict[str, dict[str, Any]]:
-    """results.json block: {target: {strategy: {"per_fold": [AUC or None per fold], "mean": ...}}}."""
+    """results.json block: {target: {strategy: {"per_fold": [AUC or None per fold], "mean": ...,
+    "scorer_real_auc_per_fold": [...], "scorer_real_auc_mean": ...}}}."""
+    def series(folds: dict[int, dict[str, float | None]], t: str) -> tuple[list[float | None], float | None]:
+        vals = [folds.get(k, {}).get(t) for k in range(n_folds)]
+        got = [v for v in vals if v is not None]
+        return [None if v is None else round(v, 4) for v in vals], (round(float(np.mean(got)), 4) if got else None)
+
     out: dict[str, dict[str, Any]] = {t: {} for t in targets}
+    scorer = per_fold.get(SCORER, {})
     for spec, folds in per_fold.items():
+        if spec == SCORER:
+            continue
         for t in targets:
-            vals = [folds.get(k, {}).get(t) for k in range(n_folds)]
-            got = [v for v in vals if v is not None]
-            out[t][spec] = {"per_fold": [None if v is None else round(v, 4) for v in vals],
-                            "mean": round(float(np.mean(got)), 4) if got else None, "n_per_class": N_PER_CLASS}
+            vals, mean = series(folds, t)
+            real_vals, real_mean = series({k: scorer.get(k, {}) for k in folds}, t)
+            out[t][spec] = {"per_fold": vals, "mean": mean, "n_per_class": N_PER_CLASS,
+                            "scorer_real_auc_per_fold": real_vals, "scorer_real_auc_mean": real_mean}
     return out
 
 
@@ -81,6 +93,13 @@ def fidelity_for_fold(cfg: Any, plan: Any, ds: ImageSet, part: dict[str, np.ndar
         return
     model = none_model if none_model is not None else train_none()
     train = ds.subset(part["train"])
+    test = part["test"]
+    p_test = predict(model, ds.images[torch.as_tensor(test)])
+    real: dict[str, float | None] = {}
+    for ti, t in enumerate(cfg.targets):
+        y = ds.detailed[torch.as_tensor(test), ds.findings.index(t)].numpy()
+        real[t] = float(roc_auc_score(y, p_test[:, ti])) if 0 < y.sum() < len(y) else None
+    out.setdefault(SCORER, {})[k] = real
     for spec in specs:
         out.setdefault(spec, {})[k] = fold_fidelity(model, plan.sources[spec][k], train, list(cfg.targets),
                                                     seed=int(cfg.seed) * 1000 + k)

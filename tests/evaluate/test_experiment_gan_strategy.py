@@ -11,7 +11,7 @@ import torch
 from medgan_ui.data.phantom import demo_imageset
 from medgan_ui.data.provenance import RECORD_FILE, FoldSpec, fold_split, patient_hashes
 from medgan_ui.errors import UserError
-from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment, validate
+from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
 from medgan_ui.data.split import Fold
 from medgan_ui.evaluate.gan_folds import check_gan_strategy, parse_gan
 from medgan_ui.evaluate.label_fidelity import fold_fidelity
@@ -51,6 +51,9 @@ def test_gan_strategy_trains_one_run_per_fold_and_a_rerun_reuses_them(ds, tmp_pa
     assert res["leakage"][GAN]["overlap_per_fold"] == [0, 0]
     fid = res["label_fidelity"]["Effusion"][GAN]
     assert len(fid["per_fold"]) == 2 and all(0.0 <= v <= 1.0 for v in fid["per_fold"]) and 0 <= fid["mean"] <= 1
+    # beside it, the scoring classifier (the fold's `none` model) on the fold's real test images
+    none_auc = [p["auc"] for p in res["targets"]["Effusion"]["none"]["per_fold"]]
+    assert fid["scorer_real_auc_per_fold"] == pytest.approx(none_auc, abs=1e-4)
     syn = [t for t in res["training"] if t["strategy"] == GAN]
     assert len(syn) == 2 and all(t["n_train_synthetic"] > 0 for t in syn)
     gan_events = [e for e in events if e.get("stage") == "gan"]
