@@ -28,7 +28,7 @@ from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment, oversample_indic
 from medgan_ui.data.split import KFOLD, OFFICIAL, Fold, cv_folds
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
-from medgan_ui.evaluate.gan_folds import check_gan_strategy, prepare_generators
+from medgan_ui.evaluate.gan_folds import check_gan_strategy, generator_notes, prepare_generators
 from medgan_ui.evaluate.label_fidelity import fidelity_for_fold, summarise_fidelity
 from medgan_ui.evaluate.leakage import check_fold_sources
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
@@ -309,6 +309,7 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     results = summarise(cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
     results["leakage"] = {s: {"overlap_per_fold": v, "overlap_total": int(sum(v))} for s, v in plan.overlap.items()}
     results["generators"] = generators
+    results["notes"] += generator_notes(generators)
     results["label_fidelity"] = summarise_fidelity(fidelity, cfg.targets, len(plan.folds))
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,

@@ -195,3 +195,9 @@ def gan_strategy_choices() -> list[str]:
     from medgan_ui.gan.registry import kinds
 
     return [f"gan:{k}@{DEFAULT_PRESET}" for k in kinds()]
+
+
+def generator_notes(generators: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per gan: strategy naming its per-fold runs (open them in the Train tab or `medgan runs`)."""
+    return [f"{spec}: generators per fold " + ", ".join(f"{g['run']} ({g['action']})" for g in gens)
+            for spec, gens in generators.items()]

@@ -63,6 +63,7 @@ def test_gan_strategy_trains_one_run_per_fold_and_a_rerun_reuses_them(ds, tmp_pa
     again = run_experiment(_cfg(), ws, dataset=ds)
     assert len(list_runs(ws)) == 2  # no new runs
     assert [g["action"] for g in again["results"]["generators"][GAN]] == ["reused", "reused"]
+    assert any(n.startswith(f"{GAN}: generators per fold ") and "(reused)" in n for n in again["results"]["notes"])
     # another step count is another generator
     other = run_experiment(_cfg(strategies=["oversample", "gan:dcgan@tiny:3"]), ws, dataset=ds)
     assert len(list_runs(ws)) == 4 and other["status"] == "done"
