@@ -44,9 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", action="append", help="target finding; repeat for multi-label (required)")
     p.add_argument("--strategies", type=_columns, default=["none", "oversample"],
                    help="comma list of none, classic, undersample, oversample, synthetic:RUN_OR_SET_ID "
-                        "(synthetic:ID0+ID1+... = one run per fold, folds x repeats of them), "
-                        "classic+synthetic:ID (classic augmentation on real + synthetic), tstr:synthetic:ID "
-                        "(train on synthetic only, test on real); a suffix @xD sets a dose")
+                        "(synthetic:ID0+ID1+... = one run per fold, folds x repeats of them, each trained on its "
+                        "fold's training patients: `medgan train --fold K --folds N --target T`), "
+                        "gan:MODEL[@PRESET][:STEPS] (one generator trained per fold; default preset fast-cpu; "
+                        "finished ones are reused when the experiment is run again), "
+                        "classic+synthetic:ID or classic+gan:MODEL (classic augmentation on real + synthetic), "
+                        "tstr:synthetic:ID or tstr:gan:MODEL (train on synthetic only, test on real); a suffix @xD sets a dose")
     p.add_argument("--classifier", default="resnet18", help="resnet18 | vgg19 | fridadar")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (<1 for CPU; 1 = published net)")
     p.add_argument("--init", default="scratch", help="scratch | imagenet:PATH (local torchvision file) | segmentation")

@@ -37,6 +37,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
     p.add_argument("--checkpoint", help="with --resume: start from this checkpoint (e.g. step_001000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    f = p.add_argument_group("one cross-validation fold", "train on the training patients of one fold of the "
+                             "augmentation experiment's patient-level K-fold split (the same split code), so the run "
+                             "can top up that fold as synthetic:ID0+ID1+... without leaking its test patients")
+    f.add_argument("--fold", type=int, metavar="K", help="the fold, counted from 0 (as in the experiment's "
+                   "predictions/repeat0-fold<K>-*.csv)")
+    f.add_argument("--folds", type=int, metavar="N", help="number of folds (the experiment's --folds)")
+    f.add_argument("--repeats", type=int, default=1, metavar="R", help="the experiment's --repeats (default 1)")
+    f.add_argument("--repeat", type=int, default=0, help="which repeat the fold belongs to, from 0 (default 0)")
+    f.add_argument("--fold-seed", type=int, default=0, metavar="S", help="the experiment's seed (default 0)")
+    f.add_argument("--val-fraction", type=float, default=0.125, metavar="F",
+                   help="the experiment's validation fraction (default 0.125)")
+    f.add_argument("--target", action="append", default=[], metavar="T",
+                   help="the experiment's target finding (repeat for several); the folds are stratified on them")
     add_workspace_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -103,7 +116,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from medgan_ui.gan.device import init_distributed, shutdown_distributed
     from medgan_ui.workspace import Workspace
 
+    from medgan_ui.data.provenance import fold_dataset
+
     ws = Workspace(args.workspace)
+    fold = fold_spec(args)
     if args.resume:
         if args.model or args.data or args.epochs:
             raise UserError("--resume continues a run with its own model and data; drop --model/--data/--epochs")
@@ -117,10 +133,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("medgan train needs --model and --data (or --resume RUN_ID)")
     if args.checkpoint:
         raise UserError("--checkpoint only applies with --resume")
-    train_cfg, model_cfg, dataset = prepare(args, ws)
+    train_cfg, model_cfg, dataset = prepare(args, ws, fold)
     dctx, _ = init_distributed(train_cfg.device)
     try:
-        run_id = Run.create(ws, dataset, train_cfg, model_cfg).id if dctx.is_main else None
+        run_id = Run.create(ws, dataset, train_cfg, model_cfg, fold=fold).id if dctx.is_main else None
         if dctx.enabled:
             import torch.distributed as dist
 
@@ -128,18 +144,43 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.broadcast_object_list(box, src=0)
             run_id = box[0]
         if dctx.is_main:
-            print(f"run {run_id}: {train_cfg.model} ({train_cfg.preset}) on {dataset.name}, {train_cfg.steps} steps, "
+            print(f"run {run_id}: {train_cfg.model} ({train_cfg.preset}) on {dataset.name}"
+                  + (f", {fold.describe()} training patients" if fold else "") + f", {train_cfg.steps} steps, "
                   f"batch {train_cfg.batch_size}" + (f" x {dctx.world} processes" if dctx.enabled else ""),
                   file=sys.stderr)
-        summary = engine.train(dataset, train_cfg, model_cfg, ws.run_dir(run_id), progress_bar=not args.no_progress)
+        data = fold_dataset(dataset, fold) if fold else dataset
+        summary = engine.train(data, train_cfg, model_cfg, ws.run_dir(run_id), progress_bar=not args.no_progress)
     finally:
         shutdown_distributed()
     return _report(summary)
 
 
-def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
-    """Configs + data, all validated before any training compute starts."""
+def fold_spec(args: argparse.Namespace):
+    """--fold/--folds/... -> FoldSpec (None without --fold); bad combinations -> UserError."""
+    from medgan_ui.data.provenance import FoldSpec
+
+    extra = [n for n, v in (("--folds", args.folds), ("--target", args.target)) if v]
+    if args.fold is None:
+        if extra:
+            raise UserError(f"{'/'.join(extra)} only apply with --fold K (train on one fold's training patients)")
+        return None
+    if args.resume:
+        raise UserError("--fold applies to a new run; a resumed run keeps the fold it was created with")
+    if not args.folds or args.folds < 2:
+        raise UserError(f"--fold needs --folds N (the experiment's number of folds, at least 2), got {args.folds}")
+    if not args.target:
+        raise UserError("--fold needs --target T (the experiment's target finding(s); the folds are stratified on "
+                        "them, so the same targets give the same folds)")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
+    return FoldSpec(folds=args.folds, fold=args.fold, repeat=args.repeat, repeats=args.repeats, seed=args.fold_seed,
+                    val_fraction=args.val_fraction, targets=tuple(args.target))
+
+
+def prepare(args: argparse.Namespace, ws, fold=None) -> tuple[Any, Any, Any]:
+    """Configs + data, all validated before any training compute starts (with `fold`: on its training part)."""
     from medgan_ui.data.load import load_dataset
+    from medgan_ui.data.provenance import fold_dataset
     from medgan_ui.data.readers.base import ReadOptions
     from medgan_ui.gan.config import make_configs
     from medgan_ui.gan.feed import training_part
@@ -151,10 +192,10 @@ def prepare(args: argparse.Namespace, ws) -> tuple[Any, Any, Any]:
     if args.epochs is not None:
         if args.epochs <= 0:
             raise UserError(f"--epochs must be positive (got {args.epochs})")
-        n_train = len(training_part(dataset))
+        n_train = len(training_part(fold_dataset(dataset, fold) if fold else dataset))
         over["steps"] = max(1, round(args.epochs * math.ceil(n_train / train_cfg.batch_size)))
         train_cfg, model_cfg = make_configs(args.model, args.preset, **over)
-    validate_run(dataset, train_cfg, model_cfg)
+    validate_run(fold_dataset(dataset, fold) if fold else dataset, train_cfg, model_cfg)
     return train_cfg, model_cfg, dataset
 
 

@@ -31,6 +31,9 @@ from medgan_ui.errors import UserError
 from medgan_ui.evaluate import arms as A
 from medgan_ui.evaluate import cells as C
 from medgan_ui.evaluate import strategies as S
+from medgan_ui.evaluate.gan_folds import check_gan_strategy, generator_notes, prepare_generators
+from medgan_ui.evaluate.label_fidelity import fidelity_for_fold, summarise_fidelity
+from medgan_ui.evaluate.leakage import check_fold_sources
 from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
 from medgan_ui.security.csv_cells import csv_writer
@@ -107,13 +110,19 @@ class Plan:
     split_info: list[dict[str, Any]]
     notes: list[str]
     arms: list[str] = field(default_factory=list)  # the strategies after the dose sweep: the results' columns
+    gans: dict[str, Any] = field(default_factory=dict)  # gan: source -> GanSpec (sources filled per fold)
+    overlap: dict[str, list[int]] = field(default_factory=dict)  # synthetic-like source -> leaked patients per fold
 
     def label(self, j: int) -> str:
-        f = self.folds[j]
-        n_f = 1 + max(x.fold for x in self.folds)
-        n_r = 1 + max(x.repeat for x in self.folds)
-        return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
-            f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
+        return _fold_label(self.folds, j)
+
+
+def _fold_label(folds: list[Fold], j: int) -> str:
+    f = folds[j]
+    n_f = 1 + max(x.fold for x in folds)
+    n_r = 1 + max(x.repeat for x in folds)
+    return (f"fold {f.fold + 1}/{n_f}" if n_f > 1 else "official split") + (
+        f", repeat {f.repeat + 1}/{n_r}" if n_r > 1 else "")
 
 
 def load_data(cfg: ExperimentConfig, ws: Workspace) -> ImageSet:
@@ -143,7 +152,8 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if len(set(cfg.targets)) != len(cfg.targets):
         raise UserError(f"target findings repeat: {cfg.targets}")
     if not cfg.strategies:
-        raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>)")
+        raise UserError("choose at least one strategy (none, classic, undersample, oversample, synthetic:<id>, "
+                        "gan:MODEL)")
     arm_specs = A.expand_doses(cfg.strategies, [float(d) for d in cfg.doses or []])
     if len(set(arm_specs)) != len(arm_specs):
         raise UserError(f"strategies repeat: {cfg.strategies}")
@@ -194,22 +204,27 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     if split_kind != KFOLD:
         notes.append(f"split: {split_kind}")
     J = len(folds)
+    labels = [_fold_label(folds, j) for j in range(J)]
+    gans, overlap = {}, {}
     for arm in parsed:
-        if arm.source_kind != "synthetic":  # gan: one generator per fold, prepared before the fold's cells
+        if arm.source_kind == "gan":  # one generator per fold, trained before the fold's cells (evaluate/gan_folds.py)
+            if arm.source not in gans:
+                gans[arm.source] = check_gan_strategy(arm.source, ds, folds, labels, cfg.targets, cfg.device)
+                overlap[arm.source] = [0] * J  # trained on the fold's training part by construction
+                sources[arm.source] = [None] * J  # type: ignore[list-item]  # filled fold by fold
+            continue
+        if arm.source_kind != "synthetic":
             continue
         spec, ids = arm.source, arm.ids
         if len(ids) not in (1, J):
             raise UserError(f"strategy {arm.spec!r}: give one id, or one per fold ({J} = folds x repeats) joined by '+'")
         if spec not in sources:
-            sources[spec] = [S.open_source(ws, i, cfg.device) for i in ids]
-            for src in sources[spec]:
+            srcs = [S.open_source(ws, i, cfg.device) for i in ids]
+            for src in srcs:
                 S.check_source(src, ds, cfg.targets)
-            if len(ids) == 1:
-                notes.append(f"{spec}: one synthetic source for all {J} folds; if it was trained on images of "
-                         "patients that are in a fold's test part, that fold flatters the synthetic strategy. "
-                         "For a strict comparison give one run per fold trained on that fold's train part "
-                             "(synthetic:ID0+ID1+...).")
-            sources[spec] = sources[spec] * J if len(ids) == 1 else sources[spec]
+            sources[spec] = srcs * J if len(srcs) == 1 else srcs
+            # refused unless no fold's val/test patient was in its generator's training data (evaluate/leakage.py)
+            overlap[spec] = check_fold_sources(spec, sources[spec], ds, [f.split for f in folds], labels)
         for src in sources[spec]:
             A.check_source_for(arm, src, cfg.targets, cfg.synthetic_negatives)
     masks = None
@@ -223,7 +238,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
         else:
             raise UserError(f"init 'segmentation' needs masks: dataset {ds.name!r} has none; give a mask folder "
                             "(PNG per image, named like the image file, one sub-folder per structure)")
-    return Plan(folds, split_kind, sources, masks, info, notes, arm_specs)
+    return Plan(folds, split_kind, sources, masks, info, notes, arm_specs, gans, overlap)
 
 
 def _classic_augment(preset: str) -> Callable:
@@ -266,9 +281,17 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     specs = plan.arms
     todo = [c for c in range(len(plan.folds) * len(specs)) if C.mine(c, share)]
     status, done_here, reused = "done", 0, 0
+    generators: dict[str, list[dict[str, Any]]] = {}
+    fidelity: dict[str, dict[int, dict[str, float | None]]] = {}
     for k, fold in enumerate(plan.folds):
         part = {p: np.flatnonzero(fold.split == i) for i, p in enumerate(PARTS)}
         where = plan.label(k)
+        none_model = None
+        # gan: sources: this fold's generators, trained on its training patients (or reused / resumed)
+        if not prepare_generators(ws, ds, cfg, plan, k, where, stop, generators, lambda e, k=k: emit(
+                {"fold": k, "epoch": 0, "progress": done_here / max(len(todo), 1), **e})):
+            status = "stopped"
+            break
         for j, spec in enumerate(specs):
             name = C.cell_name(fold.repeat, fold.fold, spec)
             rec = C.load_cell(out, name, ds.fingerprint)
@@ -291,9 +314,14 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                             "progress": (job + min(1.0, e["epoch"] / cfg.epochs)) / n_jobs,
                             "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
                        stop, seg_cache)
+            model = rec.pop("model")
             if rec["stopped"]:  # a half-trained model must not enter the statistics
                 status = "stopped"
                 break
+            none_model = model if spec == "none" else none_model
+            src_key = A.parse_arm(spec).source
+            if src_key in plan.overlap:
+                rec["leakage_overlap"] = plan.overlap[src_key][k]
             rec.update(repeat=fold.repeat, fold_in_repeat=fold.fold, idx_test=part["test"],
                        n_fit=int(len(part["train"]) + len(part["val"])))
             _write_predictions(out / "predictions" / f"{name}.csv", ds, cfg.targets, part, rec)
@@ -302,6 +330,13 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             done_here += 1
         if status == "stopped":
             break
+        if share is None and not stop():  # a stop here keeps the fold's cells; only its fidelity is left out
+            emit({"fold": k, "stage": "fidelity", "epoch": 0, "progress": done_here / max(len(todo), 1),
+                  "message": f"{where}: label fidelity of the synthetic strategies"})
+            fidelity_for_fold(cfg, plan, ds, part, k, none_model, fidelity, lambda: _one(
+                cfg, plan, ds, labels, part, k, "none", device, lambda e: None, stop, seg_cache)["model"])
+        for s in plan.gans:  # the fold's generators are done: free them (the runs stay in the workspace)
+            plan.sources[s][k] = None
     if reused:
         plan.notes.append(f"resumed: {reused} finished cell(s) reused from experiment folder {exp_id}")
     if share is not None:
@@ -311,7 +346,9 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} {status}"})
             return {"id": exp_id, "dir": str(out), "status": status, "results": None}
         records = [C.load_cell(out, n, ds.fingerprint) for n in names]
-    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit)
+        plan.notes.append("label fidelity is not computed when cells run in shares (--cells)")
+    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit, generators=generators,
+                  fidelity=fidelity)
 
 
 def cell_names(plan: Plan) -> list[str]:
@@ -320,15 +357,21 @@ def cell_names(plan: Plan) -> list[str]:
 
 
 def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: str, records: list[dict[str, Any]],
-            status: str, started: str, emit: Progress) -> dict[str, Any]:
+           status: str, started: str, emit: Progress, *, generators: dict[str, list[dict[str, Any]]] | None = None,
+           fidelity: dict[str, dict[int, dict[str, float | None]]] | None = None) -> dict[str, Any]:
     """Statistics over the records, results files and manifest (also the merge's last step, merge.py)."""
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
     arms_cfg = dataclasses.replace(cfg, strategies=plan.arms)  # the columns: dose-swept labels
     results = summarise(arms_cfg, records, ds, plan.split_kind, plan.split_info, plan.notes, status)
+    results["leakage"] = {s: {"overlap_per_fold": v, "overlap_total": int(sum(v))} for s, v in plan.overlap.items()}
+    results["generators"] = generators or {}
+    results["notes"] += generator_notes(generators or {})
+    results["label_fidelity"] = summarise_fidelity(fidelity or {}, cfg.targets, len(plan.folds))
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
-                   status=status, sources={s: [x.describe() for x in v] for s, v in plan.sources.items()})
+                   status=status, sources={s: [x.describe() for x in v if x is not None]
+                                           for s, v in plan.sources.items()}, generators=generators)
     emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id} {status}"})
     return {"id": exp_id, "dir": str(out), "status": status, "results": results}
 
@@ -341,7 +384,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
     arm = A.parse_arm(spec)
     seed = cfg.seed * 1000 + k  # the same for every strategy of fold k (repeats of an official split differ here)
     tr = part["train"]
-    src = plan.sources[arm.source][k] if arm.source_kind == "synthetic" else None
+    src = plan.sources[arm.source][k] if arm.source_kind in ("synthetic", "gan") else None
     ts = A.training_set(cfg, arm, src, ds, labels, tr, seed)
     torch.manual_seed(seed)  # same initial weights for every strategy of this fold
     model = build_classifier(cfg.classifier, len(cfg.targets), ds.size, cfg.width, cfg.init).to(device)
@@ -385,7 +428,7 @@ def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, pa
         "passes": round(res.steps / steps_per_epoch(len(ts.x), cfg.batch_size), 3),  # epochs over its own data
         "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
         "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
-        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]),
+        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]), "model": model,
     }
 
 

@@ -174,6 +174,16 @@ def _p(v: Any) -> Any:
     return None if v is None or not np.isfinite(v) else float(f"{v:.4g}")
 
 
+def _source_of(strategy: str) -> str:
+    """The synthetic source behind an arm (classic+gan:X and gan:X@x2 share gan:X's fidelity and leakage)."""
+    from medgan_ui.evaluate.arms import parse_arm
+
+    try:
+        return parse_arm(strategy).source or strategy
+    except UserError:
+        return strategy
+
+
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (target, strategy): the AUC table shown in the app, printed by the CLI, in results.csv."""
     rows = []
@@ -183,6 +193,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for s in [s for s in order if s in per]:
             e = per[s]
             d = e.get("vs_none") or {}
+            src = _source_of(s)
             rows.append({
                 "target": target, "strategy": s,
                 "auc_pooled": _r(e["auc_pooled"]), "ci95_lo": _r(e["auc_pooled_ci95"][0]),
@@ -195,6 +206,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "sens_at_spec": _r(e["sens_at_spec"]),
                 "sensitivity": _r(e["sensitivity_mean"]), "specificity": _r(e["specificity_mean"]),
                 "auc_per_fold": " ".join(f"{a:.3f}" for a in e["auc_per_fold"]),
+                # synthetic strategies: label fidelity (evaluate/label_fidelity.py), leaked patients (leakage.py)
+                "label_fidelity_auc": _r(((results.get("label_fidelity") or {}).get(target) or {}).get(src, {}).get("mean")),
+                "leakage_overlap": ((results.get("leakage") or {}).get(src) or {}).get("overlap_total"),
             })
     return rows
 

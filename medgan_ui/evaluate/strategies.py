@@ -10,6 +10,8 @@ return extra images with their labels.
 * undersample - every class drawn without replacement down to the smallest class count (GDGAN code).
 * oversample  - every class drawn with replacement up to the largest class count (GDGAN code).
 Under/over-sampling and the augmentation itself live in medgan_ui.data.rebalance.
+* gan:MODEL  - as synthetic:, from one generator per fold trained on that fold's training patients
+                (evaluate/gan_folds.py).
 * synthetic:ID- real images plus synthetic positives from a run or a synthetic set, until each target's
                 positives reach `ratio` x its negatives (GDGAN: the largest class count) or a count.
                 Each synthetic image copies the general labels and findings of a randomly drawn real
@@ -48,8 +50,11 @@ def parse_strategy(s: str) -> tuple[str, list[str]]:
         return s, []
     if s.startswith("synthetic:") and len(s) > len("synthetic:"):
         return "synthetic", [p for p in s[len("synthetic:"):].split("+") if p]
+    if s.startswith("gan:") and len(s) > len("gan:"):
+        return "gan", [s[len("gan:"):]]  # MODEL[@PRESET][:STEPS], checked by evaluate/gan_folds.parse_gan
     raise UserError(f"unknown strategy {s!r}: use {', '.join(BASE_STRATEGIES)}, synthetic:<run or synthetic-set id>, "
-                    "classic+synthetic:<id>, tstr:synthetic:<id>, with an optional dose suffix @x0.5")
+                    "gan:MODEL[@PRESET][:STEPS] (one generator trained per fold), classic+synthetic:<id>, "
+                    "tstr:synthetic:<id>, with an optional dose suffix @x0.5")
 
 
 def synthetic_needs(y: np.ndarray, mode: str, value: float) -> list[int]:

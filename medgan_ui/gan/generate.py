@@ -148,8 +148,18 @@ def _export(run: LoadedRun, cells: Cells, out_dir: Path, seed: int, fmt: str, op
     write_manifest(folder, kind="synthetic-set", synthetic=True, format=fmt, run=run.run_id, model=run.kind,
                    checkpoint=run.checkpoint.name, step=run.step, seed=seed, n_images=i, sampling=options or {},
                    cells=[{"general": g, "findings": f, "count": int(n)} for g, f, n in cells],
-                   schema=run.schema.to_dict())
+                   schema=run.schema.to_dict(), trained_on=_trained_on(run.run_dir))
     return folder
+
+
+def _trained_on(run_dir: Path) -> dict[str, Any] | None:
+    """The run's trained-on patients record (data/provenance.py), copied so the set carries it."""
+    from medgan_ui.data.provenance import RECORD_FILE
+
+    try:
+        return read_json(Path(run_dir) / RECORD_FILE)
+    except (OSError, ValueError):
+        return None
 
 
 def export_png(run: LoadedRun, cells: Cells, out_dir: Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:

@@ -7,6 +7,8 @@ runs/<run-id>/ config.json    train + model config, label schema, dataset name/f
                               and the pid + host of the process that wrote it
                metrics.jsonl  one line per log window; on resume, lines after the checkpoint's step are
                               dropped so step counts stay consistent
+               trained_patients.json  the dataset fingerprint, the CV fold (if any) and the SHA-256 of
+                              every trained-on patient id (data/provenance.py: the leakage guard)
                checkpoints/   full training state (gan/checkpoint.py); samples/ the sample grids
 
 `Run.create` validates and makes the folder, `Run.open` finds an existing one, `Run.status()` is the
@@ -25,7 +27,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from medgan_ui.data.imageset import ImageSet
+from medgan_ui.data.provenance import RECORD_FILE, FoldSpec, fold_dataset, patient_hashes, trained_record
 from medgan_ui.errors import UserError
 from medgan_ui.gan import checkpoint as ckpt
 from medgan_ui.gan.base import LabelSchema
@@ -82,15 +87,24 @@ class Run:
 
     # ---- create / open -------------------------------------------------------------------------
     @classmethod
-    def create(cls, workspace: Workspace, dataset: ImageSet, train_cfg: Any, model_cfg: Any) -> "Run":
-        """Validate, then make runs/<id>/ with config.json + manifest.json + status "created"."""
+    def create(cls, workspace: Workspace, dataset: ImageSet, train_cfg: Any, model_cfg: Any,
+               fold: FoldSpec | None = None) -> "Run":
+        """Validate, then make runs/<id>/ with config.json + manifest.json + status "created".
+
+        With `fold` the run trains on that cross-validation fold's training patients only (the
+        dataset's split is replaced by the fold's); either way the trained-on patients are recorded
+        (data/provenance.py) so an experiment can refuse a generator that has seen its test patients."""
+        if fold is not None:
+            dataset = fold_dataset(dataset, fold)
         validate_run(dataset, train_cfg, model_cfg)
         kind = model_kind(train_cfg, model_cfg)
         run = cls(workspace.run_dir(new_id(kind)), workspace)
         run.dir.mkdir(parents=True)
-        config = {**config_dict(train_cfg, model_cfg, LabelSchema.from_imageset(dataset)),
-                  "dataset": dataset_ref(dataset)}
+        ref = {**dataset_ref(dataset), **({"fold": fold.to_dict()} if fold is not None else {})}
+        config = {**config_dict(train_cfg, model_cfg, LabelSchema.from_imageset(dataset)), "dataset": ref}
         atomic_write_json(run.dir / "config.json", config)
+        rows = np.flatnonzero(dataset.split == 0) if dataset.split is not None else np.arange(len(dataset))
+        atomic_write_json(run.dir / RECORD_FILE, trained_record(dataset, rows, fold))
         write_manifest(run.dir, kind="training-run", run=run.id, model=kind, seed=int(train_cfg.seed),
                        dataset_fingerprint=dataset.fingerprint, dataset=dataset.name, config=config, created=now_iso())
         run.set_status("created", step=0, total=int(train_cfg.steps))
@@ -110,6 +124,31 @@ class Run:
     # ---- config --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return read_json(self.dir / "config.json")
+
+    def fold(self) -> FoldSpec | None:
+        """The cross-validation fold whose training patients this run trains on (None: the stored split)."""
+        spec = self.config().get("dataset", {}).get("fold")
+        return FoldSpec.from_dict(spec) if spec else None
+
+    def trained_on(self) -> dict[str, Any] | None:
+        """The trained-on patients record (data/provenance.py), None for a run made before it existed."""
+        try:
+            return read_json(self.dir / RECORD_FILE)
+        except (OSError, ValueError):
+            return None
+
+    def training_data(self, dataset: ImageSet) -> ImageSet:
+        """dataset as this run trains on it: its fold's split applied, checked against the record."""
+        fold = self.fold()
+        if fold is None:
+            return dataset
+        out = fold_dataset(dataset, fold)
+        record = self.trained_on() or {}
+        want = record.get("patients_sha256")
+        if want is not None and patient_hashes(out.patient_id[out.split == 0]) != want:
+            raise UserError(f"run {self.id}: {fold.describe()} of dataset {dataset.name!r} no longer gives the "
+                            f"patients it trained on ({self.dir / RECORD_FILE}); train a new run on this fold")
+        return out
 
     def configs(self) -> tuple[Any, Any]:
         """(TrainConfig, model config) as stored in config.json."""
@@ -276,8 +315,8 @@ class Run:
         from medgan_ui.gan.engine import train
 
         train_cfg, model_cfg = self.configs()
-        return train(dataset, train_cfg, model_cfg, self.dir, on_progress=on_progress, should_stop=should_stop,
-                     progress_bar=progress_bar)
+        return train(self.training_data(dataset), train_cfg, model_cfg, self.dir, on_progress=on_progress,
+                     should_stop=should_stop, progress_bar=progress_bar)
 
     def resume(self, *, dataset: ImageSet | None = None, steps: int | None = None, checkpoint: str | None = None,
                device: str | None = None, on_progress: Callable[[dict], None] | None = None,
@@ -302,7 +341,7 @@ class Run:
         if want and dataset.fingerprint and want != dataset.fingerprint:
             raise UserError(f"the data given has fingerprint {dataset.fingerprint}, but run {self.id} trained on "
                             f"{want} ({config['dataset'].get('name')}); resume with the same data")
-        return train(dataset, train_cfg, model_cfg, self.dir, resume=True, on_progress=on_progress,
+        return train(self.training_data(dataset), train_cfg, model_cfg, self.dir, resume=True, on_progress=on_progress,
                      should_stop=should_stop, progress_bar=progress_bar, checkpoint=checkpoint)
 
     # ---- listing -------------------------------------------------------------------------------

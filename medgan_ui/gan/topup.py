@@ -33,7 +33,8 @@ def run_training_images(workspace: Workspace, run_id: str, dataset: ImageSet | N
     from medgan_ui.gan.runs import Run
 
     run = Run.open(workspace, run_id)
-    return training_part(run.dataset_or_reload(dataset, purpose="to count or compare with its real images"))
+    data = run.dataset_or_reload(dataset, purpose="to count or compare with its real images")
+    return training_part(run.training_data(data))  # a fold run trained on its fold's patients
 
 
 def cell_plan(schema: LabelSchema, pool: ImageSet | None, target: int) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ TABLE_NAMES = {"auc_pooled": "AUC (pooled)", "ci95_lo": "CI95 lo", "ci95_hi": "C
                "auc_fold_mean": "fold mean", "auc_fold_sd": "fold SD", "diff_vs_none": "Δ vs none",
                "diff_ci95_lo": "Δ CI95 lo", "diff_ci95_hi": "Δ CI95 hi", "p_bootstrap": "p boot",
                "p_bootstrap_holm": "p boot (Holm)", "p_corrected_t": "p corr. t", "p_corrected_t_holm": "p corr. t (Holm)",
-               "sens_at_spec": "sens@spec", "sensitivity": "sens (Youden)", "specificity": "spec (Youden)", "auc_per_fold": "AUC per fold"}
+               "sens_at_spec": "sens@spec", "sensitivity": "sens (Youden)", "specificity": "spec (Youden)", "auc_per_fold": "AUC per fold",
+               "label_fidelity_auc": "label fidelity AUC", "leakage_overlap": "leaked patients"}
 
 
 def present(columns: list[str], rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -58,6 +59,13 @@ def synthetic_choices(ctx: Any) -> list[str]:
     return runs + sets
 
 
+def strategy_choices(ctx: Any) -> list[str]:
+    """The synthetic strategy dropdown: gan:MODEL@PRESET (one generator trained per fold), then runs and sets."""
+    from medgan_ui.evaluate.gan_folds import gan_strategy_choices
+
+    return gan_strategy_choices() + synthetic_choices(ctx)
+
+
 def config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
                      lr, ratio, seed, controls=(), doses="") -> Any:
     from medgan_ui.evaluate.experiment import ExperimentConfig
@@ -65,9 +73,10 @@ def config_from_form(targets, base, synth, classifier, width, init, weights, spl
     if not targets:
         raise UserError("choose at least one target finding")
     on = {CONTROLS[c] for c in controls or [] if c in CONTROLS}
-    strategies = list(base or []) + [f"synthetic:{s}" for s in (synth or [])]
-    strategies += [f"classic+synthetic:{s}" for s in (synth or []) if "composite" in on]
-    strategies += [f"tstr:synthetic:{s}" for s in (synth or []) if "tstr" in on]
+    sources = [s.strip() if s.strip().startswith(("gan:", "synthetic:")) else f"synthetic:{s.strip()}" for s in synth or []]
+    strategies = list(base or []) + sources
+    strategies += [f"classic+{s}" for s in sources if "composite" in on]
+    strategies += [f"tstr:{s}" for s in sources if "tstr" in on]
     try:
         dose_list = [float(d) for d in str(doses or "").replace(" ", "").split(",") if d]
     except ValueError:
@@ -147,8 +156,12 @@ def build_compare_tab(ctx: Any) -> None:
                                   allow_custom_value=True,
                                   info="One = binary classifier; several = one multi-label classifier.")
             base = gr.CheckboxGroup(BASE, value=["none", "oversample"], label="Strategies")
-            synth = gr.Dropdown([], multiselect=True, label="Synthetic from run / synthetic set", allow_custom_value=True,
-                                info="Rare classes are topped up with its images; general labels match the real positives.")
+            synth = gr.Dropdown([], multiselect=True, label="Synthetic: gan:MODEL@PRESET, run or synthetic set",
+                                allow_custom_value=True,
+                                info="Rare classes are topped up with its images; general labels match the real "
+                                     "positives. gan:MODEL[@PRESET][:STEPS] trains one generator per fold on that "
+                                     "fold's training patients (reused on a re-run); a run or set is refused if it "
+                                     "trained on a fold's validation/test patients.")
             with gr.Row():
                 classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier")
                 width = gr.Number(0.5, label="Width", info="Channel multiplier; 1 = published network.")
@@ -268,12 +281,13 @@ def build_compare_tab(ctx: Any) -> None:
         t_update = gr.update(choices=list(ds.findings) if ds is not None else []) if key != state.get("ds") else gr.skip()
         sources = synthetic_choices(ctx)
         s_update = gr.update(choices=sources) if sources != state.get("sources") else gr.skip()
+        g_update = gr.update(choices=strategy_choices(ctx)) if sources != state.get("sources") else gr.skip()
         state.update(exps=exps, mets=mets, ds=key, sources=sources)
         active = job if job and job["status"] in ACTIVE else (mjob if mjob and mjob["status"] in ACTIVE else job)
         html_out = progress_html(active)
         live_update = html_out if html_out != state.get("html") else gr.skip()
         state["html"] = html_out
-        return live_update, exp_update, met_update, t_update, s_update, s_update, state
+        return live_update, exp_update, met_update, t_update, g_update, s_update, state
 
     gr.Timer(TIMER_S).tick(on_tick, [jobs], [live, exp_sel, m_sel, targets, synth, m_runs, jobs],
                            show_progress="hidden", api_visibility="private")
@@ -284,7 +298,7 @@ def build_compare_tab(ctx: Any) -> None:
         ds = ctx.dataset
         found = list(ds.findings) if ds is not None else []
         choices = synthetic_choices(ctx)
-        return (gr.update(choices=found), gr.update(choices=choices), gr.update(choices=choices),
+        return (gr.update(choices=found), gr.update(choices=strategy_choices(ctx)), gr.update(choices=choices),
                 gr.update(choices=list_outputs(ctx.workspace)))
 
     refresh = gr.Button("Refresh lists (findings of the loaded data, runs, experiments)", size="sm")

@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from medgan_ui.data.phantom import demo_imageset
+from medgan_ui.data.provenance import trained_record
+from medgan_ui.data.split import cv_folds
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment, validate
@@ -25,11 +27,13 @@ def ds():
 
 
 def _write_set(ws: Workspace, set_id: str, ds, finding: str, n: int, size: int | None = None,
-               values: dict | None = None) -> None:
-    """A synthetic set as the sampling export writes it: noisy copies of real positives."""
+               values: dict | None = None, rows: np.ndarray | None = None) -> None:
+    """A synthetic set as the sampling export writes it: noisy copies of real positives (of `rows`, whose
+    patients the manifest records as trained on, as an export of a run does)."""
     folder = ws.synthetic_dir(set_id)
     folder.mkdir(parents=True)
-    pos = np.flatnonzero(ds.detailed[:, ds.findings.index(finding)].numpy())
+    rows = np.arange(len(ds)) if rows is None else rows
+    pos = rows[ds.detailed[rows, ds.findings.index(finding)].numpy().astype(bool)]
     g = torch.Generator().manual_seed(0)
     with open(folder / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -44,7 +48,8 @@ def _write_set(ws: Workspace, set_id: str, ds, finding: str, n: int, size: int |
             w.writerow([f"{k:05d}.png", *[lab[c] for c in ds.general_names], finding])
     schema = {"general_names": ds.general_names, "general_values": values or ds.general_values,
               "findings": ds.findings, "image_size": size or ds.size}
-    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema}))
+    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema,
+                                                      "trained_on": trained_record(ds, rows, None)}))
 
 
 def _cfg(**kw) -> ExperimentConfig:
@@ -68,15 +73,17 @@ def test_synthetic_needs_and_strategy_names():
 
 def test_end_to_end_files_results_and_progress(ds, tmp_path):
     ws = Workspace(tmp_path / "ws")
-    _write_set(ws, "synth-eff", ds, "Effusion", 60)
+    folds, _ = cv_folds(ds, ["Effusion"], 2, 1, 0, 0.125)  # the experiment's folds: one set per fold's train part
+    for k, f in enumerate(folds):
+        _write_set(ws, f"synth-eff{k}", ds, "Effusion", 60, rows=np.flatnonzero(f.split == 0))
     events = []
-    cfg = _cfg(strategies=["none", "oversample", "classic", "synthetic:synth-eff"])
+    cfg = _cfg(strategies=["none", "oversample", "classic", "synthetic:synth-eff0+synth-eff1"])
     out = run_experiment(cfg, ws, on_progress=events.append, dataset=ds)
     d = ws.experiment_dir(out["id"])
     for f in ("config.json", "manifest.json", "results.json", "results.csv", "roc.png", "confusion.png"):
         assert (d / f).is_file(), f
     preds = sorted(p.name for p in (d / "predictions").iterdir())
-    assert len(preds) == 8 and "repeat0-fold1-synthetic_synth-eff.csv" in preds
+    assert len(preds) == 8 and "repeat0-fold1-synthetic_synth-eff0_synth-eff1.csv" in preds
     r = json.loads((d / "results.json").read_text())
     assert r["status"] == "done" and r["complete_folds"] == [0, 1] and r["split_kind"] == "patient-level K-fold"
     eff = r["targets"]["Effusion"]

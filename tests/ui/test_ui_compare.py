@@ -36,6 +36,25 @@ def test_config_from_form():
     assert "No experiment running" in progress_html(None)
 
 
+
+def test_gan_strategies_from_the_form(tmp_path):
+    from medgan_ui.ui.compare_tab import strategy_choices
+    from medgan_ui.workspace import Workspace
+
+    cfg = config_from_form(**{**FORM, "synth": ["gan:dcgan@tiny:40", "gdgan-1", "synthetic:a+b"]})
+    assert cfg.strategies == ["none", "oversample", "gan:dcgan@tiny:40", "synthetic:gdgan-1", "synthetic:a+b"]
+
+    class Ctx:  # what strategy_choices reads of the app context
+        workspace = Workspace(tmp_path / "ws")
+
+        @staticmethod
+        def list_runs():
+            return [{"run_id": "dcgan-1", "status": "finished"}]
+
+    choices = strategy_choices(Ctx())
+    assert "gan:gdgan@fast-cpu" in choices and "gan:ddpm@fast-cpu" in choices and choices[-1] == "dcgan-1"
+
+
 def test_experiment_job_through_the_app_api(tmp_path):
     gr = pytest.importorskip("gradio")
     client_mod = pytest.importorskip("gradio_client")
