@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -37,3 +38,10 @@ def running_app(workspace: Path, admin_password: str | None = None) -> Iterator[
         ctx.jobs.shutdown(timeout=10)
         demo.close()
         mp.undo()
+
+
+def exported_folder(ctx, note: str) -> Path:
+    """The export note names the folder inside the workspace, never its server path."""
+    shown = re.search(r"`([^`]+)`", note).group(1)
+    assert shown.startswith("workspace/synthetic/") and str(ctx.workspace.root) not in note, note
+    return ctx.workspace.root / shown.removeprefix("workspace/")

@@ -7,6 +7,7 @@ training seeds). All computation lives in medgan_ui.evaluate; this module only w
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -145,6 +146,115 @@ def show_experiment(ctx: Any, exp_id: str | None):
             head + ("\n\n" + notes if notes else ""))
 
 
+@dataclass
+class ExperimentForm:
+    targets: Any
+    base: Any
+    synth: Any
+    fields: list  # every input of config_from_form, in its order
+    start: Any
+    stop: Any
+    status: Any
+    live: Any
+
+
+@dataclass
+class ResultsPanel:
+    exp_sel: Any
+    summary: Any
+    table: Any
+    roc_i: Any
+    roc_png: Any
+    conf: Any
+
+
+@dataclass
+class MetricsPanel:
+    runs: Any
+    ext: Any
+    n: Any
+    go: Any
+    sel: Any
+    table: Any
+    welch: Any
+    notes: Any
+
+
+def experiment_form() -> ExperimentForm:
+    """Targets, strategies, classifier and CV settings, controls; start / stop and live progress."""
+    targets = gr.Dropdown([], multiselect=True, label="Target finding(s)", elem_id="mg-cmp-targets",
+                          allow_custom_value=True, info="One = binary classifier; several = one multi-label classifier.")
+    base = gr.CheckboxGroup(BASE, value=["none", "oversample"], label="Strategies")
+    synth = gr.Dropdown([], multiselect=True, label="Synthetic: gan:MODEL@PRESET, run or synthetic set",
+                        allow_custom_value=True,
+                        info="Rare classes are topped up with its images; general labels match the real "
+                             "positives. gan:MODEL[@PRESET][:STEPS] trains one generator per fold on that "
+                             "fold's training patients (reused on a re-run); a run or set is refused if it "
+                             "trained on a fold's validation/test patients.")
+    with gr.Row():
+        classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier")
+        width = gr.Number(0.5, label="Width", info="Channel multiplier; 1 = published network.")
+        init = gr.Dropdown(INITS, value="scratch", label="Initialisation")
+    weights = gr.Textbox(label="ImageNet weights file (torchvision state dict, local path)", visible=True)
+    with gr.Row():
+        splits = gr.Number(5, label="Folds (K)", precision=0)
+        epochs = gr.Number(20, label="Max epochs", precision=0)
+        patience = gr.Number(5, label="Patience", precision=0)
+    with gr.Row():
+        batch = gr.Number(64, label="Batch size", precision=0)
+        lr = gr.Number(1e-3, label="Learning rate")
+        ratio = gr.Number(1.0, label="Synthetic ratio", info="Positives reach ratio x negatives.")
+        seed = gr.Number(0, label="Seed", precision=0)
+    with gr.Row():
+        controls = gr.CheckboxGroup(list(CONTROLS), value=[], label="Controls",
+                                    info="Composite and TSTR arms use the synthetic sources above; equal steps "
+                                         "gives every arm none's optimiser-step budget.")
+        doses = gr.Textbox("", label="Dose sweep", placeholder="e.g. 0.25,0.5,1,2",
+                           info="Each synthetic arm at each multiple of its synthetic amount.")
+    with gr.Row():
+        start = gr.Button("Run experiment", variant="primary", elem_id="mg-cmp-start")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown()
+    live = gr.HTML(progress_html(None))
+    fields = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed,
+              controls, doses]
+    return ExperimentForm(targets, base, synth, fields, start, stop, status, live)
+
+
+def results_panel() -> ResultsPanel:
+    """The chosen experiment: summary, AUC table, ROC curves, confusion matrices."""
+    exp_sel = gr.Dropdown([], label="Experiment", allow_custom_value=True, elem_id="mg-cmp-exp")
+    summary = gr.Markdown()
+    table = gr.Dataframe(label="Pooled AUC + 95 % CI, fold mean ± SD, Δ vs none + CI, p (bootstrap, "
+                               "corrected t; Holm), sensitivity", interactive=False, wrap=True)
+    roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
+                        label="Mean test ROC (interactive; first target)", height=400)
+    gr.Markdown("**ROC curves** (per fold faint, mean bold; p = Holm-adjusted bootstrap p vs none)")
+    roc_png = gr.Plot(show_label=False)
+    gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over folds")
+    conf = gr.Plot(show_label=False)
+    return ResultsPanel(exp_sel, summary, table, roc_i, roc_png, conf)
+
+
+def metrics_panel() -> MetricsPanel:
+    """Generator metrics: which runs, which extractor, how many images; the tables."""
+    gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
+    with gr.Row():
+        runs = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                           label="Runs / synthetic sets (2+ training seeds per model for a Welch t-test between models)")
+        ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
+        n = gr.Number(500, label="Images per model", precision=0)
+        go = gr.Button("Compute metrics")
+    sel = gr.Dropdown([], label="Metrics result", allow_custom_value=True)
+    table = gr.Dataframe(pd.DataFrame(columns=METRIC_COLUMNS), interactive=False, wrap=True,
+                         label="Against held-out real images at one n: FID/KID with the real-vs-real floor, "
+                               "IS (domain IS unless Inception), NN-SSIM to training (held-out real = baseline)")
+    welch = gr.Dataframe(pd.DataFrame(columns=WELCH_COLUMNS), interactive=False, wrap=True,
+                         label="Models compared over training seeds (Welch t-test on per-run FID and IS)")
+    notes = gr.Markdown()
+    return MetricsPanel(runs, ext, n, go, sel, table, welch, notes)
+
+
 def build_compare_tab(ctx: Any) -> None:
     gr.Markdown("### Does synthetic augmentation help the rare-class classifier?\n"
                 "Patient-level K-fold cross-validation shared by every strategy; early stopping on validation; "
@@ -152,68 +262,18 @@ def build_compare_tab(ctx: Any) -> None:
                 "bootstrap and corrected t-test p-values (Holm-adjusted).")
     with gr.Row():
         with gr.Column(scale=2):
-            targets = gr.Dropdown([], multiselect=True, label="Target finding(s)", elem_id="mg-cmp-targets",
-                                  allow_custom_value=True,
-                                  info="One = binary classifier; several = one multi-label classifier.")
-            base = gr.CheckboxGroup(BASE, value=["none", "oversample"], label="Strategies")
-            synth = gr.Dropdown([], multiselect=True, label="Synthetic: gan:MODEL@PRESET, run or synthetic set",
-                                allow_custom_value=True,
-                                info="Rare classes are topped up with its images; general labels match the real "
-                                     "positives. gan:MODEL[@PRESET][:STEPS] trains one generator per fold on that "
-                                     "fold's training patients (reused on a re-run); a run or set is refused if it "
-                                     "trained on a fold's validation/test patients.")
-            with gr.Row():
-                classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier")
-                width = gr.Number(0.5, label="Width", info="Channel multiplier; 1 = published network.")
-                init = gr.Dropdown(INITS, value="scratch", label="Initialisation")
-            weights = gr.Textbox(label="ImageNet weights file (torchvision state dict, local path)", visible=True)
-            with gr.Row():
-                splits = gr.Number(5, label="Folds (K)", precision=0)
-                epochs = gr.Number(20, label="Max epochs", precision=0)
-                patience = gr.Number(5, label="Patience", precision=0)
-            with gr.Row():
-                batch = gr.Number(64, label="Batch size", precision=0)
-                lr = gr.Number(1e-3, label="Learning rate")
-                ratio = gr.Number(1.0, label="Synthetic ratio", info="Positives reach ratio x negatives.")
-                seed = gr.Number(0, label="Seed", precision=0)
-            with gr.Row():
-                controls = gr.CheckboxGroup(list(CONTROLS), value=[], label="Controls",
-                                            info="Composite and TSTR arms use the synthetic sources above; equal steps "
-                                                 "gives every arm none's optimiser-step budget.")
-                doses = gr.Textbox("", label="Dose sweep", placeholder="e.g. 0.25,0.5,1,2",
-                                   info="Each synthetic arm at each multiple of its synthetic amount.")
-            with gr.Row():
-                start = gr.Button("Run experiment", variant="primary", elem_id="mg-cmp-start")
-                stop = gr.Button("Stop", variant="stop")
-            status = gr.Markdown()
-            live = gr.HTML(progress_html(None))
+            form = experiment_form()
         with gr.Column(scale=3):
-            exp_sel = gr.Dropdown([], label="Experiment", allow_custom_value=True, elem_id="mg-cmp-exp")
-            summary = gr.Markdown()
-            table = gr.Dataframe(label="Pooled AUC + 95 % CI, fold mean ± SD, Δ vs none + CI, p (bootstrap, "
-                                       "corrected t; Holm), sensitivity", interactive=False, wrap=True)
-            roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
-                                label="Mean test ROC (interactive; first target)", height=400)
-            gr.Markdown("**ROC curves** (per fold faint, mean bold; p = Holm-adjusted bootstrap p vs none)")
-            roc_png = gr.Plot(show_label=False)
-            gr.Markdown("**Confusion matrices** at the validation-chosen threshold, summed over folds")
-            conf = gr.Plot(show_label=False)
-    gr.Markdown("### Generator quality metrics (GAN and diffusion runs alike)")
-    with gr.Row():
-        m_runs = gr.Dropdown([], multiselect=True, allow_custom_value=True,
-                             label="Runs / synthetic sets (2+ training seeds per model for a Welch t-test between models)")
-        m_ext = gr.Textbox("domain", label="Feature extractor", info="domain, domain:PATH or inception:PATH (local weights)")
-        m_n = gr.Number(500, label="Images per model", precision=0)
-        m_go = gr.Button("Compute metrics")
-    m_sel = gr.Dropdown([], label="Metrics result", allow_custom_value=True)
-    m_table = gr.Dataframe(pd.DataFrame(columns=METRIC_COLUMNS), interactive=False, wrap=True,
-                           label="Against held-out real images at one n: FID/KID with the real-vs-real floor, "
-                                 "IS (domain IS unless Inception), NN-SSIM to training (held-out real = baseline)")
-    m_welch = gr.Dataframe(pd.DataFrame(columns=WELCH_COLUMNS), interactive=False, wrap=True,
-                           label="Models compared over training seeds (Welch t-test on per-run FID and IS)")
-    m_notes = gr.Markdown()
+            res = results_panel()
+    met = metrics_panel()
     jobs = gr.State({})
+    wire_experiment(ctx, form, res, jobs)
+    wire_metrics(ctx, form, met, jobs)
+    wire_lists(ctx, form, res, met, jobs)
 
+
+def wire_experiment(ctx: Any, form: ExperimentForm, res: ResultsPanel, jobs: Any) -> None:
+    """Start (validated now, queued as a job), stop, and show a finished experiment."""
     @friendly
     def on_start(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr,
                  ratio, seed, controls, doses, request: gr.Request):
@@ -225,9 +285,7 @@ def build_compare_tab(ctx: Any) -> None:
         jid = start_experiment(ctx.jobs, ctx.workspace, ctx.require_dataset(), cfg)
         return f"Experiment queued ({jid}).", {"exp": jid}
 
-    form = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed,
-            controls, doses]
-    start.click(on_start, form, [status, jobs], concurrency_limit=1, api_name="compare_start")
+    form.start.click(on_start, form.fields, [form.status, jobs], concurrency_limit=1, api_name="compare_start")
 
     @friendly
     def on_stop(state):
@@ -236,8 +294,18 @@ def build_compare_tab(ctx: Any) -> None:
             raise UserError("no experiment was started from this page")
         return ctx.jobs.stop(jid)
 
-    stop.click(on_stop, [jobs], [status], queue=False, api_visibility="private")
+    form.stop.click(on_stop, [jobs], [form.status], queue=False, api_visibility="private")
 
+    @friendly
+    def on_show(exp_id):
+        return show_experiment(ctx, exp_id)
+
+    res.exp_sel.change(on_show, [res.exp_sel], [res.table, res.roc_i, res.roc_png, res.conf, res.summary],
+                       api_name="compare_show")
+
+
+def wire_metrics(ctx: Any, form: ExperimentForm, met: MetricsPanel, jobs: Any) -> None:
+    """Queue generator metrics; show a finished metrics result."""
     @friendly
     def on_metrics(runs, ext, n, state, request: gr.Request):
         runs = [plain_name(r, "run or synthetic set") for r in runs or []]
@@ -245,20 +313,18 @@ def build_compare_tab(ctx: Any) -> None:
         jid = start_gan_metrics(ctx.jobs, ctx.workspace, ctx.require_dataset(), runs, extractor=ext, n=n)
         return f"Metrics queued ({jid}).", {**(state or {}), "metrics": jid}
 
-    m_go.click(on_metrics, [m_runs, m_ext, m_n, jobs], [status, jobs], concurrency_limit=1, api_name="compare_metrics")
-
-    @friendly
-    def on_show(exp_id):
-        return show_experiment(ctx, exp_id)
-
-    exp_sel.change(on_show, [exp_sel], [table, roc_i, roc_png, conf, summary], api_name="compare_show")
+    met.go.click(on_metrics, [met.runs, met.ext, met.n, jobs], [form.status, jobs], concurrency_limit=1,
+                 api_name="compare_metrics")
 
     @friendly
     def on_show_metrics(mid):
         return show_metrics(ctx, mid)
 
-    m_sel.change(on_show_metrics, [m_sel], [m_table, m_welch, m_notes], api_visibility="private")
+    met.sel.change(on_show_metrics, [met.sel], [met.table, met.welch, met.notes], api_visibility="private")
 
+
+def wire_lists(ctx: Any, form: ExperimentForm, res: ResultsPanel, met: MetricsPanel, jobs: Any) -> None:
+    """The 2 s timer (live progress, lists that changed) and the Refresh button."""
     def on_tick(state):
         """Progress of this page's jobs; lists refreshed only when they changed (skip otherwise)."""
         from medgan_ui.evaluate.results import list_outputs
@@ -289,7 +355,7 @@ def build_compare_tab(ctx: Any) -> None:
         state["html"] = html_out
         return live_update, exp_update, met_update, t_update, g_update, s_update, state
 
-    gr.Timer(TIMER_S).tick(on_tick, [jobs], [live, exp_sel, m_sel, targets, synth, m_runs, jobs],
+    gr.Timer(TIMER_S).tick(on_tick, [jobs], [form.live, res.exp_sel, met.sel, form.targets, form.synth, met.runs, jobs],
                            show_progress="hidden", api_visibility="private")
 
     def on_refresh():
@@ -302,4 +368,5 @@ def build_compare_tab(ctx: Any) -> None:
                 gr.update(choices=list_outputs(ctx.workspace)))
 
     refresh = gr.Button("Refresh lists (findings of the loaded data, runs, experiments)", size="sm")
-    refresh.click(on_refresh, None, [targets, synth, m_runs, exp_sel], queue=False, api_visibility="private")
+    refresh.click(on_refresh, None, [form.targets, form.synth, met.runs, res.exp_sel], queue=False,
+                  api_visibility="private")

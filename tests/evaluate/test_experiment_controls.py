@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from medgan_ui.data.phantom import demo_imageset
+from medgan_ui.data.provenance import trained_record
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import arms as A
 from medgan_ui.evaluate import strategies as S
@@ -46,7 +47,10 @@ def write_twin_set(ws: Workspace, set_id: str, ds, negatives: bool = True) -> No
             w.writerow([f"{k:05d}.png", *[lab[c] for c in ds.general_names], "|".join(ds.finding_labels(int(i))) or "No Finding"])
     schema = {"general_names": ds.general_names, "general_values": ds.general_values, "findings": ds.findings,
               "image_size": ds.size}
-    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema}))
+    # these tests check the arms' mechanics, so the set records a generator trained on no patient of the
+    # data (leakage has its own tests: test_experiment_leakage.py)
+    (folder / "manifest.json").write_text(json.dumps({"kind": "synthetic-set", "schema": schema,
+                                                      "trained_on": trained_record(ds, np.array([], int), None)}))
 
 
 @pytest.fixture(scope="module")

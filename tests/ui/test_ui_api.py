@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from _paths import SHARED_DATA
 from medgan_ui.ui.data_tab import SOURCES  # noqa: E402
-from _ui_fixtures import DEMO_N, running_app  # noqa: E402
+from _ui_fixtures import DEMO_N, exported_folder, running_app  # noqa: E402
 
 LABELS = ["F", "AP", "any", "any"]  # the four general-label dropdowns of the Browse tab
 ADMIN = "ui-api-admin"  # the Rate tab then builds its admin panel too (its page text is checked for paths)
@@ -46,13 +45,6 @@ def refused(client: Client, *args, api_name: str) -> str:
     msg = str(info.value)
     assert msg and "Traceback" not in msg and "File \"" not in msg
     return msg
-
-
-def exported_folder(ctx, note: str) -> Path:
-    """The export note names the folder inside the workspace, never its server path."""
-    shown = re.search(r"`([^`]+)`", note).group(1)
-    assert shown.startswith("workspace/synthetic/") and str(ctx.workspace.root) not in note, note
-    return ctx.workspace.root / shown.removeprefix("workspace/")
 
 
 def step_of(live_html: str) -> int:

@@ -2,7 +2,6 @@
 single-net model), and Browse shows gd-ddpm's stage pairs with a working strength control."""
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from medgan_ui.gan.registry import kinds  # noqa: E402
 from medgan_ui.ui.data_tab import SOURCES  # noqa: E402
 from medgan_ui.ui.train_tab import lr_settings, preset_values  # noqa: E402
 from medgan_ui.workspace import read_json  # noqa: E402
-from _ui_fixtures import running_app  # noqa: E402
+from _ui_fixtures import exported_folder, running_app  # noqa: E402
 
 LABELS = ["F", "PA", "any", "any"]
 
@@ -60,5 +59,5 @@ def test_gd_ddpm_trains_and_browse_shows_stage_pairs_with_strength(tmp_path):
 
         plan = client.predict(run_id, 2, api_name="/export_plan")
         note = client.predict(run_id, "latest", plan, "PNG + labels.csv", 0, 0.5, api_name="/export")
-        folder = Path(re.search(r"`([^`]+)`", note).group(1))
+        folder = exported_folder(ctx, note)
         assert read_json(folder / "manifest.json")["sampling"] == {"strength": 0.5}  # the slider's strength
