@@ -186,19 +186,20 @@ def experiment_form() -> ExperimentForm:
                           allow_custom_value=True, info="One = binary classifier; several = one multi-label classifier.")
     base = gr.CheckboxGroup(BASE, value=["none", "oversample"], label="Strategies")
     synth = gr.Dropdown([], multiselect=True, label="Synthetic: gan:MODEL@PRESET, run or synthetic set",
-                        allow_custom_value=True,
+                        allow_custom_value=True, elem_id="mg-cmp-synth",
                         info="Rare classes are topped up with its images; general labels match the real "
                              "positives. gan:MODEL[@PRESET][:STEPS] trains one generator per fold on that "
                              "fold's training patients (reused on a re-run); a run or set is refused if it "
                              "trained on a fold's validation/test patients.")
     with gr.Row():
-        classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier")
-        width = gr.Number(0.5, label="Width", info="Channel multiplier; 1 = published network.")
+        classifier = gr.Dropdown(["resnet18", "vgg19", "fridadar"], value="resnet18", label="Classifier",
+                                 elem_id="mg-cmp-classifier")
+        width = gr.Number(0.5, label="Width", elem_id="mg-cmp-width", info="Channel multiplier; 1 = published network.")
         init = gr.Dropdown(INITS, value="scratch", label="Initialisation")
     weights = gr.Textbox(label="ImageNet weights file (torchvision state dict, local path)", visible=True)
     with gr.Row():
-        splits = gr.Number(5, label="Folds (K)", precision=0)
-        epochs = gr.Number(20, label="Max epochs", precision=0)
+        splits = gr.Number(5, label="Folds (K)", precision=0, elem_id="mg-cmp-folds")
+        epochs = gr.Number(20, label="Max epochs", precision=0, elem_id="mg-cmp-epochs")
         patience = gr.Number(5, label="Patience", precision=0)
     with gr.Row():
         batch = gr.Number(64, label="Batch size", precision=0)
@@ -215,7 +216,7 @@ def experiment_form() -> ExperimentForm:
         start = gr.Button("Run experiment", variant="primary", elem_id="mg-cmp-start")
         stop = gr.Button("Stop", variant="stop")
     status = gr.Markdown()
-    live = gr.HTML(progress_html(None))
+    live = gr.HTML(progress_html(None), elem_id="mg-cmp-live")
     fields = [targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch, lr, ratio, seed,
               controls, doses]
     return ExperimentForm(targets, base, synth, fields, start, stop, status, live)
@@ -224,9 +225,10 @@ def experiment_form() -> ExperimentForm:
 def results_panel() -> ResultsPanel:
     """The chosen experiment: summary, AUC table, ROC curves, confusion matrices."""
     exp_sel = gr.Dropdown([], label="Experiment", allow_custom_value=True, elem_id="mg-cmp-exp")
-    summary = gr.Markdown()
+    summary = gr.Markdown(elem_id="mg-cmp-summary")
     table = gr.Dataframe(label="Pooled AUC + 95 % CI, fold mean ± SD, Δ vs none + CI, p (bootstrap, "
-                               "corrected t; Holm), sensitivity", interactive=False, wrap=True)
+                               "corrected t; Holm), sensitivity", interactive=False, wrap=True,
+                         elem_id="mg-cmp-table")
     roc_i = gr.LinePlot(x="fpr", y="tpr", color="strategy", x_lim=[0, 1], y_lim=[0, 1],
                         label="Mean test ROC (interactive; first target)", height=400)
     gr.Markdown("**ROC curves** (per fold faint, mean bold; p = Holm-adjusted bootstrap p vs none)")
