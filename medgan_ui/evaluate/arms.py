@@ -11,7 +11,7 @@ An arm is one strategy column of the results. Spec grammar (parsed by `parse_arm
 
 Other controls (config fields): `equal_steps` gives every arm the optimiser-step budget of `none`
 (epochs x steps per epoch over the fold's real training images, validated every none-epoch of steps;
-experiment._one); `synthetic_negatives` adds, for every
+cell.train_cell); `synthetic_negatives` adds, for every
 synthetic positive, a synthetic negative of the same general-label cell, so "generated" is not a label.
 """
 from __future__ import annotations

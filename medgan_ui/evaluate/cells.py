@@ -4,6 +4,8 @@ Every (fold, strategy) cell is independent. Its record (predictions, training su
 experiments/<id>/cells/<cell>.json as soon as it finishes, so
 
 * a stopped experiment resumes: re-run with the same id and config and finished cells are reused;
+* each fold's label fidelity per synthetic source goes to fidelity/<cell>.json, computed by the process
+  that owns the first cell using that source in the fold;
 * N processes share one experiment: process i of N (0-based: `--cells i/N`, e.g. a Slurm array
   `--array=0-7` with `--cells $SLURM_ARRAY_TASK_ID/8`; under torchrun the CLI reads RANK/WORLD_SIZE) runs
   the cells c with c % N == i, c = fold x n_strategies + strategy (round robin, so each process gets a
@@ -98,6 +100,24 @@ def load_cell(out: Path, name: str, fingerprint: str) -> dict[str, Any] | None:
     for k, dt in ARRAYS.items():
         data[k] = np.asarray(data[k], dtype=dt)
     return data
+
+
+def fidelity_name(repeat: int, fold: int, source: str) -> str:
+    return "fidelity-" + cell_name(repeat, fold, source)
+
+
+def save_fidelity(out: Path, name: str, rec: dict[str, Any], fingerprint: str) -> None:
+    """A fold's label fidelity for one synthetic source (label_fidelity.py), kept like a cell."""
+    atomic_write_json(out / "fidelity" / f"{name}.json", {**rec, "dataset_fingerprint": fingerprint})
+
+
+def load_fidelity(out: Path, name: str, fingerprint: str) -> dict[str, Any] | None:
+    path = out / "fidelity" / f"{name}.json"
+    try:
+        data = read_json(path) if path.is_file() else None
+    except ValueError:
+        return None  # half-written by a crash: computed again
+    return data if data is not None and data.pop("dataset_fingerprint", None) == fingerprint else None
 
 
 def missing(out: Path, names: list[str]) -> list[str]:

@@ -9,14 +9,13 @@ checked before the first epoch (`validate`). The statistics are in results.py / 
 
 Writes experiments/<id>/: config.json, manifest.json, predictions/repeat<r>-fold<f>-<strategy>.csv,
 cells/repeat<r>-fold<f>-<strategy>.json (per-cell records: resume, scale-out, merge; cells.py),
+fidelity/fidelity-repeat<r>-fold<f>-<source>.json (label fidelity per fold and synthetic source),
 results.json, results.csv, results_subgroups.csv, roc.png, confusion.png.
 Controls (composite classic+, tstr:, doses, equal steps, synthetic negatives) are in arms.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,21 +24,20 @@ import numpy as np
 import torch
 
 from medgan_ui.data.imageset import ImageSet
-from medgan_ui.data.rebalance import CHEST, FRID_ADAR, augment
 from medgan_ui.data.split import KFOLD, OFFICIAL, Fold, cv_folds
 from medgan_ui.errors import UserError
 from medgan_ui.evaluate import arms as A
 from medgan_ui.evaluate import cells as C
 from medgan_ui.evaluate import strategies as S
 from medgan_ui.evaluate.gan_folds import check_gan_strategy, generator_notes, prepare_generators
-from medgan_ui.evaluate.label_fidelity import fidelity_for_fold, summarise_fidelity
+from medgan_ui.evaluate.cell import train_cell, write_predictions
+from medgan_ui.evaluate import label_fidelity as F
+from medgan_ui.evaluate.label_fidelity import SCORER, fidelity_for_fold, summarise_fidelity
 from medgan_ui.evaluate.leakage import check_fold_sources
-from medgan_ui.evaluate.classifiers import CLASSIFIERS, build_classifier, check_weights_file, parse_init
+from medgan_ui.evaluate.classifiers import CLASSIFIERS, check_weights_file, parse_init
 from medgan_ui.evaluate.results import summarise, write_results
-from medgan_ui.security.csv_cells import csv_writer
-from medgan_ui.evaluate.train_classifier import TrainSettings, predict, steps_per_epoch, train_classifier
 from medgan_ui.gan.device import pick_device
-from medgan_ui.workspace import Workspace, atomic_write_json, atomic_write_text, new_id, now_iso, write_manifest
+from medgan_ui.workspace import Workspace, atomic_write_json, new_id, now_iso, write_manifest
 
 Progress = Callable[[dict], None]
 PARTS = ("train", "val", "test")
@@ -241,12 +239,6 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     return Plan(folds, split_kind, sources, masks, info, notes, arm_specs, gans, overlap)
 
 
-def _classic_augment(preset: str) -> Callable:
-    """Frid-Adar's classic augmentation; 'chest' keeps anatomy upright (small rotations, no up-down flip)."""
-    cfg = {"chest": CHEST, "frid-adar": FRID_ADAR}[preset]
-    return lambda x, gen: augment(x, gen, cfg)
-
-
 def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | None = None,
                    on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
                    *, dataset: ImageSet | None = None, exp_id: str | None = None,
@@ -282,14 +274,19 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
     todo = [c for c in range(len(plan.folds) * len(specs)) if C.mine(c, share)]
     status, done_here, reused = "done", 0, 0
     generators: dict[str, list[dict[str, Any]]] = {}
-    fidelity: dict[str, dict[int, dict[str, float | None]]] = {}
     for k, fold in enumerate(plan.folds):
         part = {p: np.flatnonzero(fold.split == i) for i, p in enumerate(PARTS)}
         where = plan.label(k)
         none_model = None
-        # gan: sources: this fold's generators, trained on its training patients (or reused / resumed)
+        mine_open = [s for j, s in enumerate(specs) if C.mine(k * len(specs) + j, share)
+                     and C.missing(out, [C.cell_name(fold.repeat, fold.fold, s)])]
+        fid_open = [s for s in F.owned_sources(plan, k, share)
+                    if C.load_fidelity(out, C.fidelity_name(fold.repeat, fold.fold, s), ds.fingerprint) is None]
+        need = {A.parse_arm(s).source for s in mine_open} | set(fid_open)
+        # gan: sources: this fold's generators that this process needs, trained on the fold's training
+        # patients (or reused / resumed; another process's finished run is reused the same way)
         if not prepare_generators(ws, ds, cfg, plan, k, where, stop, generators, lambda e, k=k: emit(
-                {"fold": k, "epoch": 0, "progress": done_here / max(len(todo), 1), **e})):
+                {"fold": k, "epoch": 0, "progress": done_here / max(len(todo), 1), **e}), only=need):
             status = "stopped"
             break
         for j, spec in enumerate(specs):
@@ -308,12 +305,13 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             n_jobs, job = max(len(todo), 1), done_here
             emit({**base, "stage": "prepare", "epoch": 0, "progress": job / n_jobs,
                   "message": f"{where}, {spec}: building the training set"})
-            rec = _one(cfg, plan, ds, labels, part, k, spec, device,
-                       lambda e, job=job, base=base, where=where, n_jobs=n_jobs: emit(
-                           {**base, "stage": "train", "epoch": e["epoch"],
-                            "progress": (job + min(1.0, e["epoch"] / cfg.epochs)) / n_jobs,
-                            "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} {e['val_score']:.3f}"}),
-                       stop, seg_cache)
+            rec = train_cell(cfg, plan, ds, labels, part, k, spec, device,
+                             lambda e, job=job, base=base, where=where, n_jobs=n_jobs: emit(
+                                 {**base, "stage": "train", "epoch": e["epoch"],
+                                  "progress": (job + min(1.0, e["epoch"] / cfg.epochs)) / n_jobs,
+                                  "message": f"{where}, {spec}: epoch {e['epoch']} val {cfg.monitor} "
+                                             f"{e['val_score']:.3f}"}),
+                             stop, seg_cache)
             model = rec.pop("model")
             if rec["stopped"]:  # a half-trained model must not enter the statistics
                 status = "stopped"
@@ -324,17 +322,20 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
                 rec["leakage_overlap"] = plan.overlap[src_key][k]
             rec.update(repeat=fold.repeat, fold_in_repeat=fold.fold, idx_test=part["test"],
                        n_fit=int(len(part["train"]) + len(part["val"])))
-            _write_predictions(out / "predictions" / f"{name}.csv", ds, cfg.targets, part, rec)
+            write_predictions(out / "predictions" / f"{name}.csv", ds, cfg.targets, part, rec)
             C.save_cell(out, name, rec, ds.fingerprint)  # on disk at once: a crash or stop loses only this cell
             records.append(rec)
             done_here += 1
         if status == "stopped":
             break
-        if share is None and not stop():  # a stop here keeps the fold's cells; only its fidelity is left out
+        if fid_open and not stop():  # a stop here keeps the fold's cells; its fidelity is computed on resume
             emit({"fold": k, "stage": "fidelity", "epoch": 0, "progress": done_here / max(len(todo), 1),
                   "message": f"{where}: label fidelity of the synthetic strategies"})
-            fidelity_for_fold(cfg, plan, ds, part, k, none_model, fidelity, lambda: _one(
+            fid = fidelity_for_fold(cfg, plan, ds, part, k, fid_open, none_model, lambda: train_cell(
                 cfg, plan, ds, labels, part, k, "none", device, lambda e: None, stop, seg_cache)["model"])
+            for s in fid_open:
+                C.save_fidelity(out, C.fidelity_name(fold.repeat, fold.fold, s),
+                                {"source": s, "fold": k, "fidelity": fid[s], "scorer": fid[SCORER]}, ds.fingerprint)
         for s in plan.gans:  # the fold's generators are done: free them (the runs stay in the workspace)
             plan.sources[s][k] = None
     if reused:
@@ -346,9 +347,7 @@ def run_experiment(cfg: ExperimentConfig | dict, workspace: Workspace | str | No
             emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id}: cells {share[0]}/{share[1]} {status}"})
             return {"id": exp_id, "dir": str(out), "status": status, "results": None}
         records = [C.load_cell(out, n, ds.fingerprint) for n in names]
-        plan.notes.append("label fidelity is not computed when cells run in shares (--cells)")
-    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit, generators=generators,
-                  fidelity=fidelity)
+    return finish(cfg, plan, ds, out, exp_id, records, status, started, emit, generators=generators)
 
 
 def cell_names(plan: Plan) -> list[str]:
@@ -357,8 +356,8 @@ def cell_names(plan: Plan) -> list[str]:
 
 
 def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: str, records: list[dict[str, Any]],
-           status: str, started: str, emit: Progress, *, generators: dict[str, list[dict[str, Any]]] | None = None,
-           fidelity: dict[str, dict[int, dict[str, float | None]]] | None = None) -> dict[str, Any]:
+           status: str, started: str, emit: Progress, *,
+           generators: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Statistics over the records, results files and manifest (also the merge's last step, merge.py)."""
     emit({"stage": "evaluate", "progress": 0.99, "message": "statistics and plots"})
     arms_cfg = dataclasses.replace(cfg, strategies=plan.arms)  # the columns: dose-swept labels
@@ -366,7 +365,8 @@ def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: s
     results["leakage"] = {s: {"overlap_per_fold": v, "overlap_total": int(sum(v))} for s, v in plan.overlap.items()}
     results["generators"] = generators or {}
     results["notes"] += generator_notes(generators or {})
-    results["label_fidelity"] = summarise_fidelity(fidelity or {}, cfg.targets, len(plan.folds))
+    results["label_fidelity"] = summarise_fidelity(F.load_per_fold(plan, out, ds.fingerprint), cfg.targets,
+                                                   len(plan.folds))
     write_results(out, results)
     write_manifest(out, kind="experiment", experiment=exp_id, config=asdict(cfg), seed=cfg.seed,
                    dataset=ds.name, dataset_fingerprint=ds.fingerprint, started=started, finished=now_iso(),
@@ -374,70 +374,3 @@ def finish(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, out: Path, exp_id: s
                                            for s, v in plan.sources.items()}, generators=generators)
     emit({"stage": "done", "progress": 1.0, "message": f"experiment {exp_id} {status}"})
     return {"id": exp_id, "dir": str(out), "status": status, "results": results}
-
-
-def _one(cfg: ExperimentConfig, plan: Plan, ds: ImageSet, labels: np.ndarray, part: dict[str, np.ndarray],
-         k: int, spec: str, device: torch.device, on_epoch: Callable, stop: Callable[[], bool],
-         seg_cache: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
-    """Train and score one (fold k, strategy)."""
-    t0 = time.perf_counter()
-    arm = A.parse_arm(spec)
-    seed = cfg.seed * 1000 + k  # the same for every strategy of fold k (repeats of an official split differ here)
-    tr = part["train"]
-    src = plan.sources[arm.source][k] if arm.source_kind in ("synthetic", "gan") else None
-    ts = A.training_set(cfg, arm, src, ds, labels, tr, seed)
-    torch.manual_seed(seed)  # same initial weights for every strategy of this fold
-    model = build_classifier(cfg.classifier, len(cfg.targets), ds.size, cfg.width, cfg.init).to(device)
-    mean_of = ts.x if arm.name == "tstr" else ds.images[torch.as_tensor(tr)]  # tstr sees no real training image
-    model.set_mean_image(mean_of.to(device).unsqueeze(1).float() / 255.0)
-    seg = None
-    if cfg.init == "segmentation" and plan.masks is not None:
-        from medgan_ui.evaluate.segmentation import freeze_encoder, pretrain_segmentation
-
-        if k not in seg_cache:  # the U-Net depends on the fold only, not on the strategy
-            m_idx, m, _ = plan.masks
-            keep = np.isin(m_idx, tr)  # only training-part images: the test part must not shape features
-            if keep.sum() < 2:
-                raise UserError(f"fold {k}: fewer than 2 training images have masks; segmentation init needs more")
-            info = pretrain_segmentation(model, ds.images[torch.as_tensor(m_idx[keep])],
-                                         m[torch.as_tensor(np.flatnonzero(keep))], epochs=cfg.seg_epochs,
-                                         batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, device=device,
-                                         should_stop=stop)
-            seg_cache[k] = ({n: v.detach().clone() for n, v in model.state_dict().items()}, info)
-        state, seg = seg_cache[k]
-        model.load_state_dict(state)
-        if cfg.freeze_encoder:
-            freeze_encoder(model)
-    max_steps = every = None
-    if cfg.equal_steps:  # none's budget, validated (and patience counted) every none-epoch of steps: arms with
-        every = steps_per_epoch(len(tr), cfg.batch_size)  # more images make fewer passes over them, cut mid-pass
-        max_steps = cfg.epochs * every
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                             monitor=cfg.monitor, optimizer=cfg.optimizer, seed=seed, max_steps=max_steps,
-                             eval_every=every)
-    va, te = part["val"], part["test"]
-    res = train_classifier(model, ts.x, torch.from_numpy(ts.y.astype(np.float32)),
-                           ds.images[torch.as_tensor(va)], torch.from_numpy(labels[va].astype(np.float32)),
-                           settings, augment=_classic_augment(cfg.classic) if arm.classic else None,
-                           on_epoch=on_epoch, should_stop=stop)
-    return {
-        "fold": k, "strategy": spec, "stopped": res.stopped, "n_train_real": int(ts.n_real),
-        "n_train_synthetic": int(ts.n_synthetic), "n_synthetic_negative": int(ts.n_synthetic_negative),
-        "n_synthetic_distinct": int(ts.n_distinct), "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-        "steps": res.steps, "max_steps": max_steps,
-        "passes": round(res.steps / steps_per_epoch(len(ts.x), cfg.batch_size), 3),  # epochs over its own data
-        "history": res.history, "seconds": round(time.perf_counter() - t0, 2), "segmentation": seg,
-        "y_val": labels[va], "p_val": predict(model, ds.images[torch.as_tensor(va)]),
-        "y_test": labels[te], "p_test": predict(model, ds.images[torch.as_tensor(te)]), "model": model,
-    }
-
-
-def _write_predictions(path: Path, ds: ImageSet, targets: list[str], part: dict[str, np.ndarray], rec: dict) -> None:
-    buf = io.StringIO()
-    w = csv_writer(buf)  # patient ids and sources come from the user's data: no formulas
-    w.writerow(["part", "index", "patient_id", "source", *[f"y_{t}" for t in targets], *[f"p_{t}" for t in targets]])
-    for pname, y, p in (("val", rec["y_val"], rec["p_val"]), ("test", rec["y_test"], rec["p_test"])):
-        for r, i in enumerate(part[pname]):
-            w.writerow([pname, int(i), ds.patient_id[i], ds.source[i], *y[r].astype(int).tolist(),
-                        *[float(f"{v:.9g}") for v in p[r]]])  # 9 digits: float32 round-trips, ranks kept
-    atomic_write_text(path, buf.getvalue())

@@ -173,11 +173,14 @@ def prepare_fold_generator(ws: Workspace, ds: ImageSet, spec: str, g: GanSpec, f
 
 def prepare_generators(ws: Workspace, ds: ImageSet, cfg: Any, plan: Any, k: int, where: str,
                        should_stop: Callable[[], bool], generators: dict[str, list[dict[str, Any]]],
-                       emit: Callable[[dict], None]) -> bool:
-    """Before fold k's cells: each gan: strategy's generator for the fold into plan.sources[spec][k];
-    what was done goes to generators[spec]. False when stopped (the run keeps its checkpoint)."""
+                       emit: Callable[[dict], None], only: set[str] | None = None) -> bool:
+    """Before fold k's cells: each gan: strategy's generator for the fold (those in `only`, when given: the
+    ones this process's cells need) into plan.sources[spec][k]; what was done goes to generators[spec].
+    False when stopped (the run keeps its checkpoint)."""
     fold = plan.folds[k]
     for spec, g in plan.gans.items():
+        if only is not None and spec not in only:
+            continue
         if should_stop():
             return False
         fs = fold_spec(fold, cfg.targets, cfg.folds, cfg.repeats, cfg.seed, cfg.val_fraction)

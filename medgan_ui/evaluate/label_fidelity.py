@@ -11,6 +11,7 @@ that classifier cannot find the finding in real images either.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from sklearn.metrics import roc_auc_score
 
 from medgan_ui.data.imageset import ImageSet
 from medgan_ui.errors import UserError
+from medgan_ui.evaluate import arms as A
+from medgan_ui.evaluate import cells as C
 from medgan_ui.evaluate.strategies import SyntheticSource, synthetic_for_picks
 from medgan_ui.evaluate.train_classifier import predict
 
@@ -83,14 +86,12 @@ def summarise_fidelity(per_fold: dict[str, dict[int, dict[str, float | None]]], 
     return out
 
 
-def fidelity_for_fold(cfg: Any, plan: Any, ds: ImageSet, part: dict[str, np.ndarray], k: int,
-                      none_model: torch.nn.Module | None, out: dict[str, dict[int, dict[str, float | None]]],
-                      train_none: Callable[[], torch.nn.Module]) -> None:
-    """Fold k's label fidelity for every synthetic strategy into out[spec][k]; the real-data classifier
-    is the fold's `none` model, trained here (train_none) only when that strategy was not run."""
-    specs = [s for s in plan.sources if plan.sources[s][k] is not None]  # per source: composite/dose arms share it
-    if not specs:
-        return
+def fidelity_for_fold(cfg: Any, plan: Any, ds: ImageSet, part: dict[str, np.ndarray], k: int, sources: list[str],
+                      none_model: torch.nn.Module | None, train_none: Callable[[], torch.nn.Module]
+                      ) -> dict[str, dict[str, float | None]]:
+    """Fold k's label fidelity {source: {target: AUC}} for the given synthetic sources (composite and dose
+    arms share their source's), plus SCORER: the scoring classifier's AUC on the fold's real test images.
+    The scorer is the fold's `none` model, trained here (train_none) when that cell did not run here."""
     model = none_model if none_model is not None else train_none()
     train = ds.subset(part["train"])
     test = part["test"]
@@ -99,7 +100,30 @@ def fidelity_for_fold(cfg: Any, plan: Any, ds: ImageSet, part: dict[str, np.ndar
     for ti, t in enumerate(cfg.targets):
         y = ds.detailed[torch.as_tensor(test), ds.findings.index(t)].numpy()
         real[t] = float(roc_auc_score(y, p_test[:, ti])) if 0 < y.sum() < len(y) else None
-    out.setdefault(SCORER, {})[k] = real
-    for spec in specs:
-        out.setdefault(spec, {})[k] = fold_fidelity(model, plan.sources[spec][k], train, list(cfg.targets),
-                                                    seed=int(cfg.seed) * 1000 + k)
+    out = {SCORER: real}
+    for spec in sources:
+        out[spec] = fold_fidelity(model, plan.sources[spec][k], train, list(cfg.targets), seed=int(cfg.seed) * 1000 + k)
+    return out
+
+
+def owned_sources(plan: Any, k: int, share: tuple[int, int] | None) -> list[str]:
+    """The synthetic sources whose fold-k label fidelity this process computes: it owns the fold's first
+    cell that uses the source (every source, in one process)."""
+    firsts: dict[str, int] = {}
+    for j, spec in enumerate(plan.arms):
+        src = A.parse_arm(spec).source
+        if src in plan.sources:
+            firsts.setdefault(src, j)
+    return [s for s, j in firsts.items() if C.mine(k * len(plan.arms) + j, share)]
+
+
+def load_per_fold(plan: Any, out: Path, fingerprint: str) -> dict[str, dict[int, dict[str, float | None]]]:
+    """{source: {fold: {target: AUC}}} (and SCORER) from the experiment's fidelity records."""
+    per: dict[str, dict[int, dict[str, float | None]]] = {}
+    for k, f in enumerate(plan.folds):
+        for s in plan.sources:
+            rec = C.load_fidelity(out, C.fidelity_name(f.repeat, f.fold, s), fingerprint)
+            if rec is not None:
+                per.setdefault(s, {})[k] = rec["fidelity"]
+                per.setdefault(SCORER, {})[k] = rec["scorer"]
+    return per

@@ -19,7 +19,7 @@ import gradio as gr
 
 from medgan_ui.errors import UserError
 from medgan_ui.security.throttle import client_key
-from medgan_ui.study.api import PREFIX, image_url, mount_study_routes, throttled_sign_in  # noqa: F401
+from medgan_ui.study.api import PREFIX, image_url, throttled_sign_in
 from medgan_ui.study.store import MAX_READER_NAME_CHARS, NextCase, StudyStore, image_key_for, normalise_name
 from medgan_ui.ui.errors import hide_folder
 from medgan_ui.workspace import Workspace

@@ -73,13 +73,13 @@ def test_resume_reuses_finished_cells(ds, single, tmp_path, monkeypatch):
     def stop_after_two() -> bool:  # a user pressing Stop once two cells are on disk
         return len(list((ws.experiment_dir("resumable") / "cells").glob("*.json"))) >= 2
 
-    real_one = E._one
+    real_one = E.train_cell
 
     def counting(*a, **k):
         calls["n"] += 1
         return real_one(*a, **k)
 
-    monkeypatch.setattr(E, "_one", counting)
+    monkeypatch.setattr(E, "train_cell", counting)
     first = run_experiment(_cfg(), ws, dataset=ds, exp_id="resumable", should_stop=stop_after_two)
     assert first["status"] == "stopped" and calls["n"] == 2
     calls["n"] = 0

@@ -140,3 +140,23 @@ def test_fidelity_auc_pairs_requested_and_not_requested_images(ds):
             folder.mkdir()
             got = fold_fidelity(Brightness(), make_set(folder, bright), train, ["Effusion"], seed=0, n=8)
             assert got == {"Effusion": want}
+
+
+def test_shares_train_only_the_generators_their_cells_need_and_keep_fidelity(ds, tmp_path):
+    """--cells with a gan: strategy: share 0 owns only `none` cells and trains no generator; share 1 trains
+    the fold generators and writes each fold's label fidelity; the merge equals one process."""
+    single = run_experiment(_cfg(), Workspace(tmp_path / "one"), dataset=ds)["results"]
+    ws = Workspace(tmp_path / "ws")
+    first = run_experiment(_cfg(), ws, dataset=ds, exp_id="arr", cells="0/2")
+    assert first["status"] == "partial" and list_runs(ws) == []  # cells 0 and 2: fold 0 and 1's `none`
+    last = run_experiment(_cfg(), ws, dataset=ds, exp_id="arr", cells="1/2")
+    assert last["status"] == "done" and len(list_runs(ws)) == 2
+    fid_dir = ws.experiment_dir("arr") / "fidelity"
+    assert sorted(p.stem for p in fid_dir.iterdir()) == [f"fidelity-repeat0-fold{f}-gan_dcgan_tiny_4" for f in (0, 1)]
+    got, want = last["results"]["label_fidelity"]["Effusion"][GAN], single["label_fidelity"]["Effusion"][GAN]
+    assert got["per_fold"] == pytest.approx(want["per_fold"], abs=1e-6)
+    assert got["scorer_real_auc_per_fold"] == pytest.approx(want["scorer_real_auc_per_fold"], abs=1e-6)
+    # a rerun reads fidelity from disk: nothing trained, the same block
+    again = run_experiment(_cfg(), ws, dataset=ds, exp_id="arr")
+    assert again["results"]["label_fidelity"] == last["results"]["label_fidelity"]
+    assert again["results"]["generators"] == {} and len(list_runs(ws)) == 2

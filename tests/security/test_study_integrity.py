@@ -205,7 +205,7 @@ def test_experiment_csvs_neutralise_text_but_keep_numbers(tmp_path, monkeypatch)
 
     import numpy as np
 
-    from medgan_ui.evaluate import experiment, plots, results
+    from medgan_ui.evaluate import cell, plots, results
 
     monkeypatch.setattr(plots, "save_roc", lambda *a, **k: None)
     monkeypatch.setattr(plots, "save_confusion", lambda *a, **k: None)
@@ -222,7 +222,7 @@ def test_experiment_csvs_neutralise_text_but_keep_numbers(tmp_path, monkeypatch)
 
     ds = types.SimpleNamespace(patient_id=np.array(["=cmd|' /C calc'!A0", "p2"]), source=["@x", "-y"])
     rec = {"y_val": np.array([[1]]), "p_val": np.array([[0.25]]), "y_test": np.array([[0]]), "p_test": np.array([[1e-05]])}
-    experiment._write_predictions(tmp_path / "pred.csv", ds, ["-1"], {"val": np.array([0]), "test": np.array([1])}, rec)
+    cell.write_predictions(tmp_path / "pred.csv", ds, ["-1"], {"val": np.array([0]), "test": np.array([1])}, rec)
     rows = _cells((tmp_path / "pred.csv").read_text())
     assert_neutral(rows)
     assert rows[1][2] == "'=cmd|' /C calc'!A0" and rows[2][3] == "'-y" and rows[2][-1] == "1e-05"
