@@ -140,6 +140,26 @@ def _positive_patients(ds: ImageSet, target: str, rows: np.ndarray | None = None
     return int(len(np.unique(ds.patient_id[rows][on])))
 
 
+def _check_top_up(cfg: ExperimentConfig, parsed: list[A.Arm], ds: ImageSet, folds: list[Fold]) -> None:
+    """A synthetic top-up (not TSTR) that adds no image in any fold would report `none` under another name:
+    e.g. a target that is already the majority class (PneumoniaMNIST's pneumonia) at ratio 1."""
+    topped = [a.spec for a in parsed if a.source_kind in ("synthetic", "gan") and a.name != "tstr"]
+    if not topped:
+        return
+    col = [ds.findings.index(t) for t in cfg.targets]
+    y = ds.detailed[:, col].numpy().astype(bool)
+    if any(sum(S.synthetic_needs(y[f.split == 0], cfg.synthetic_mode, cfg.synthetic_value)) for f in folds):
+        return
+    pos = [int(y[folds[0].split == 0][:, t].sum()) for t in range(len(col))]
+    neg = int((folds[0].split == 0).sum()) - max(pos)
+    goal = (f"synthetic ratio {cfg.synthetic_value:g} (positives up to {cfg.synthetic_value:g} x negatives)"
+            if cfg.synthetic_mode == "ratio" else f"synthetic count {cfg.synthetic_value:g}")
+    raise UserError(f"strategies {', '.join(topped)}: the {goal} adds no synthetic image in any fold: the training "
+                    f"part already has {', '.join(f'{n} {t!r}' for n, t in zip(pos, cfg.targets))} positives beside "
+                    f"about {neg} negatives. Raise the ratio or give a count (--synthetic-ratio / --synthetic-count), "
+                    "or target the rarer finding")
+
+
 def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
     """Every input problem -> UserError now, never a silent AUC of 0.5 or a crash half-way."""
     if not cfg.targets:
@@ -197,6 +217,7 @@ def validate(cfg: ExperimentConfig, ws: Workspace, ds: ImageSet) -> Plan:
                         f"{t!r} ({len(rows)} images); the dataset has {_positive_patients(ds, t)} patients with {t}. "
                         f"Use fewer folds (folds = {cfg.folds}) or a more common finding")
         info.append(row)
+    _check_top_up(cfg, parsed, ds, folds)
     sources: dict[str, list[S.SyntheticSource]] = {}
     notes: list[str] = ([cfg.alias_note] if cfg.alias_note else []) + notes_pre
     if split_kind != KFOLD:

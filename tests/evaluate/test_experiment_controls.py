@@ -137,6 +137,9 @@ def test_dose_sweep_gives_one_arm_per_dose(ds, ws):
     (dict(strategies=["none", "tstr:classic+synthetic:twin"]), r"at most one of classic\+ / tstr:"),
     (dict(strategies=["none", "tstr:synthetic:posonly"]), r"has no image without \['Effusion'\].*tstr"),
     (dict(strategies=["none", "synthetic:posonly"], synthetic_negatives=True), r"synthetic negatives are on"),
+    # a top-up that adds nothing (positives already at the goal) would be `none` under another name
+    (dict(strategies=["none", "synthetic:twin"], synthetic_mode="count", synthetic_value=1),
+     r"strategies synthetic:twin: the synthetic count 1 adds no synthetic image in any fold.*--synthetic-count"),
 ])
 def test_bad_controls_refused_before_any_training(ds, tmp_path, ws, kw, message):
     w = Workspace(tmp_path / "ws")
