@@ -66,11 +66,13 @@ def fold_spec(fold: Fold, targets: list[str], folds: int, repeats: int, seed: in
                     seed=int(seed), val_fraction=float(val_fraction), targets=tuple(targets))
 
 
-def gan_configs(g: GanSpec, ds: ImageSet, device: str | None) -> tuple[Any, Any]:
-    """Validated (TrainConfig, model config) for the dataset's image size."""
+def gan_configs(g: GanSpec, ds: ImageSet, device: str | None, targets: list[str]) -> tuple[Any, Any]:
+    """Validated (TrainConfig, model config) for the dataset's image size and the experiment's targets."""
     from medgan_ui.gan.config import make_configs
+    from medgan_ui.gan.registry import family
 
-    over: dict[str, Any] = {"image_size": ds.size, "device": device or "auto"}
+    over: dict[str, Any] = {"image_size": ds.size, "device": device or "auto",
+                            **family(g.model).experiment_settings(list(targets))}
     if g.steps is not None:
         over["steps"] = g.steps
     return make_configs(g.model, g.preset, **over)
@@ -82,7 +84,7 @@ def check_gan_strategy(spec: str, ds: ImageSet, folds: list[Fold], labels: list[
     from medgan_ui.gan.registry import validate_run
 
     g = parse_gan(spec)
-    train_cfg, model_cfg = gan_configs(g, ds, device)
+    train_cfg, model_cfg = gan_configs(g, ds, device, targets)
     for fold, where in zip(folds, labels):
         fds = dataclasses.replace(ds, split=fold.split.astype(np.int8))
         rows = np.flatnonzero(fold.split == 0)
@@ -134,7 +136,7 @@ def prepare_fold_generator(ws: Workspace, ds: ImageSet, spec: str, g: GanSpec, f
     from medgan_ui.gan.registry import config_dict
 
     t0 = time.perf_counter()
-    train_cfg, model_cfg = gan_configs(g, ds, device)
+    train_cfg, model_cfg = gan_configs(g, ds, device, list(fold.targets))
     want = {**config_dict(train_cfg, model_cfg, LabelSchema.from_imageset(ds)),
             "dataset": {"fingerprint": ds.fingerprint, "fold": fold.to_dict()}}
     run = find_run(ws, run_key(json.loads(json.dumps(want))))  # JSON round trip: tuples read back as lists

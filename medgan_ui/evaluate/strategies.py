@@ -95,7 +95,8 @@ def open_source(ws: Workspace, ident: str, device: str | None = None) -> Synthet
         run = load_run(run_dir, device=device)
         s = run.schema
         return SyntheticSource(ident, "run", run_dir, s.image_size, list(s.general_names),
-                               {k: list(v) for k, v in s.general_values.items()}, list(s.findings), run=run)
+                               {k: list(v) for k, v in s.general_values.items()}, run.model.generated_findings(),
+                               run=run)
     if (set_dir / "labels.csv").is_file():
         with open(set_dir / "labels.csv", newline="", encoding="utf-8") as fh:
             rows = list(dict_rows(fh))  # undoes the formula quoting of the writer

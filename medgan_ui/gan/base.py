@@ -131,6 +131,12 @@ class ModelFamily:
     def check_data(cls, ds: ImageSet, train: Any, cfg: Any) -> None:
         """Raise UserError when the (training part of the) data cannot train this family as configured."""
 
+    @classmethod
+    def experiment_settings(cls, targets: list[str]) -> dict[str, Any]:
+        """Model settings the augmentation experiment's gan: strategy adds for these target findings
+        (DCGAN per class: only the targets' generators, not one per finding of the dataset)."""
+        return {}
+
     # ---- training ------------------------------------------------------------------------------
     def bind_data(self, ds: ImageSet) -> None:
         """Called once before step 1 with the training part (its images are the feed's device copy):
@@ -162,6 +168,10 @@ class ModelFamily:
     def generate(self, z: torch.Tensor, general: torch.Tensor, detailed: torch.Tensor, ema: bool = True) -> dict[str, torch.Tensor]:
         """{'images': [n,1,H,W] in [-1,1]} plus optional extra views (GDGAN: {'stage1': ...})."""
         raise NotImplementedError
+
+    def generated_findings(self) -> list[str]:
+        """The findings this model can be asked for (a DCGAN per class: its classes)."""
+        return list(self.schema.findings)
 
     def check_sample_options(self, options: dict[str, Any]) -> None:
         """Raise UserError for per-call sampling settings (see `sample_options`) this family cannot use."""

@@ -93,7 +93,7 @@ class Trainer:
                                   channels_last=channels_last)
         # with the feed's device copy of the images: a model needs no second one
         self.model.bind_data(dataclasses.replace(train_ds, images=self.feed.images))
-        rows = len(default_cells(self.schema))
+        rows = len(default_cells(self.schema, findings=self.model.generated_findings()))
         self.grid = FixedGrid(self.model, self.schema, self.device, seed,
                               cols=max(2, int(train_cfg.n_sample_grid) // rows))
         self.step, self.elapsed = 0, 0.0

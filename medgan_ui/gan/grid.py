@@ -41,13 +41,15 @@ def encode_labels(schema: LabelSchema, general: dict[str, str] | None, findings:
     return g.to(device), d.to(device)
 
 
-def default_cells(schema: LabelSchema, max_rows: int = 16) -> list[Cell]:
-    """Every general combination x (no finding, then each finding alone), capped at max_rows."""
+def default_cells(schema: LabelSchema, max_rows: int = 16, findings: list[str] | None = None) -> list[Cell]:
+    """Every general combination x (no finding, then each finding alone: of `findings`, default all the
+    schema's; a DCGAN per class has generators for its classes only), capped at max_rows."""
+    findings = list(schema.findings if findings is None else findings)
     combos = [dict(zip(schema.general_names, vals))
               for vals in itertools.product(*(schema.general_values[n] for n in schema.general_names))] or [{}]
     combos = combos[:max_rows]
-    n_find = max(0, min(len(schema.findings), max_rows // len(combos) - 1))
-    finding_sets: list[list[str]] = [[]] + [[f] for f in schema.findings[:n_find]]
+    n_find = max(0, min(len(findings), max_rows // len(combos) - 1))
+    finding_sets: list[list[str]] = [[]] + [[f] for f in findings[:n_find]]
     return [(c, f) for f in finding_sets for c in combos]
 
 
@@ -125,7 +127,7 @@ class FixedGrid:
 
     def __init__(self, model, schema: LabelSchema, device: torch.device, seed: int, cols: int = 8,
                  max_rows: int = 16) -> None:
-        self.cells = default_cells(schema, max_rows)
+        self.cells = default_cells(schema, max_rows, model.generated_findings())
         self.rows, self.cols, self.size = len(self.cells), cols, schema.image_size
         gen = torch.Generator().manual_seed(int(seed) + 99991)
         z = model.noise(cols, generator=gen).to(device)

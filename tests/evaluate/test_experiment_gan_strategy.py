@@ -15,7 +15,7 @@ from medgan_ui.evaluate.experiment import ExperimentConfig, run_experiment
 from medgan_ui.data.split import Fold
 from medgan_ui.evaluate.gan_folds import check_gan_strategy, parse_gan
 from medgan_ui.evaluate.label_fidelity import fold_fidelity
-from medgan_ui.evaluate.strategies import SyntheticSource
+from medgan_ui.evaluate.strategies import SyntheticSource, open_source, synthetic_for_picks
 from medgan_ui.gan.runs import Run, list_runs
 from medgan_ui.workspace import Workspace, read_json
 
@@ -160,3 +160,22 @@ def test_shares_train_only_the_generators_their_cells_need_and_keep_fidelity(ds,
     again = run_experiment(_cfg(), ws, dataset=ds, exp_id="arr")
     assert again["results"]["label_fidelity"] == last["results"]["label_fidelity"]
     assert again["results"]["generators"] == {} and len(list_runs(ws)) == 2
+
+
+def test_dcgan_strategy_trains_only_the_target_generators(ds, tmp_path):
+    """Per-class DCGAN inside the experiment: one generator per target plus "no finding" (not one per
+    finding of the dataset); negatives whose images carry other findings come from "no finding"."""
+    ws = Workspace(tmp_path / "ws")
+    out = run_experiment(_cfg(strategies=["none", GAN], synthetic_negatives=True), ws, dataset=ds)
+    assert out["status"] == "done" and len(ds.findings) > 1
+    for row in list_runs(ws):
+        cfg = read_json(ws.run_dir(row["run_id"]) / "config.json")
+        assert cfg["model"]["classes"] == ["Effusion"]
+    syn = [t for t in out["results"]["training"] if t["strategy"] == GAN]
+    assert all(t["n_synthetic_negative"] == t["n_train_synthetic"] // 2 > 0 for t in syn)
+    src = open_source(ws, list_runs(ws)[0]["run_id"])
+    assert src.findings == ["Effusion"]
+    train = ds.subset(np.arange(len(ds)))
+    other = [i for i in range(len(ds)) if train.finding_labels(i) and "Effusion" not in train.finding_labels(i)]
+    x, y, _ = synthetic_for_picks(src, train, np.array(other[:3]), ["Effusion"], seed=0)
+    assert x.shape[0] == 3 and not y.any()  # other findings only: drawn from the no-finding generator

@@ -103,6 +103,13 @@ class DCGANPerClass(GANFamily):
         self._rows = [r.to(self.device) for r in rows]
         self.untrained_classes = empty
 
+    @classmethod
+    def experiment_settings(cls, targets: list[str]) -> dict[str, Any]:
+        return {"classes": list(targets)}  # + "no finding", which also draws the negatives
+
+    def generated_findings(self) -> list[str]:
+        return [c for c in self.classes if c != NO_FINDING]
+
     def images_per_step(self, batch_size: int) -> int:
         return batch_size * sum(1 for r in self._rows if r.numel()) if self._rows else batch_size
 
