@@ -10,6 +10,7 @@ run's images then top up the fold exactly as a `synthetic:` run does (strategies
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from medgan_ui.workspace import Workspace
 
 DEFAULT_PRESET = "fast-cpu"
 _IGNORED = {"device"}  # a run moved to another device is still the same generator
+WAIT_S = 2.0  # poll interval while another process trains the generator this one needs
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,38 @@ def prepare_fold_generator(ws: Workspace, ds: ImageSet, spec: str, g: GanSpec, f
     info: run id, "reused" / "resumed" / "trained", seconds."""
     from medgan_ui.gan.base import LabelSchema
     from medgan_ui.gan.registry import config_dict
+    from medgan_ui.security.lock import FileLock, LockHeld
 
     t0 = time.perf_counter()
     train_cfg, model_cfg = gan_configs(g, ds, device, list(fold.targets))
     want = {**config_dict(train_cfg, model_cfg, LabelSchema.from_imageset(ds)),
             "dataset": {"fingerprint": ds.fingerprint, "fold": fold.to_dict()}}
-    run = find_run(ws, run_key(json.loads(json.dumps(want))))  # JSON round trip: tuples read back as lists
+    key = run_key(json.loads(json.dumps(want)))  # JSON round trip: tuples read back as lists
+    # one process makes each generator; another (a --cells share) waits for it and then reuses it
+    lock = FileLock(ws.root / ".locks" / f"generator-{hashlib.sha256(key.encode()).hexdigest()[:20]}.lock",
+                    f"the {where} generator of {spec}")
+    waiting = False
+    while True:
+        try:
+            lock.acquire()
+            break
+        except LockHeld as exc:
+            if should_stop():
+                return None, {"run": None, "action": "stopped", "seconds": round(time.perf_counter() - t0, 2)}
+            if not waiting:
+                emit({"stage": "gan", "strategy": spec, "message": f"{where}, {spec}: waiting: {exc}"})
+                waiting = True
+            time.sleep(WAIT_S)
+    try:
+        return _find_or_train(ws, ds, spec, key, train_cfg, model_cfg, fold, where, device, emit, should_stop, t0)
+    finally:
+        lock.release()
+
+
+def _find_or_train(ws: Workspace, ds: ImageSet, spec: str, key: str, train_cfg: Any, model_cfg: Any, fold: FoldSpec,
+                   where: str, device: str | None, emit: Callable[[dict], None], should_stop: Callable[[], bool],
+                   t0: float) -> tuple[S.SyntheticSource | None, dict[str, Any]]:
+    run = find_run(ws, key)
 
     def on_progress(e: dict) -> None:
         step, total = int(e.get("step", 0)), int(e.get("total", 0) or 1)

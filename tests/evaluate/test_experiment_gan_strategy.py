@@ -179,3 +179,27 @@ def test_dcgan_strategy_trains_only_the_target_generators(ds, tmp_path):
     other = [i for i in range(len(ds)) if train.finding_labels(i) and "Effusion" not in train.finding_labels(i)]
     x, y, _ = synthetic_for_picks(src, train, np.array(other[:3]), ["Effusion"], seed=0)
     assert x.shape[0] == 3 and not y.any()  # other findings only: drawn from the no-finding generator
+
+
+def test_two_shares_needing_one_generator_make_it_once(ds, tmp_path):
+    """Shares whose cells need the same fold generator (gan:X in one, classic+gan:X in the other): one
+    trains it, the other waits on its lock and reuses it, so each fold has one run."""
+    import threading
+
+    ws = Workspace(tmp_path / "ws")
+    spec = "gan:dcgan@tiny:30"
+    cfg = _cfg(strategies=["none", spec, f"classic+{spec}"])
+    out, events = {}, []
+
+    def share(i: int) -> None:
+        out[i] = run_experiment(cfg, ws, dataset=ds, exp_id="pair", cells=f"{i}/2", on_progress=events.append)
+
+    threads = [threading.Thread(target=share, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert "done" in {o["status"] for o in out.values()} <= {"done", "partial"}  # the last to finish merges
+    runs = list_runs(ws)
+    assert len(runs) == 2 and {r["status"] for r in runs} == {"finished"}
+    assert sorted(read_json(ws.run_dir(r["run_id"]) / RECORD_FILE)["fold"]["fold"] for r in runs) == [0, 1]
