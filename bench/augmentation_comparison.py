@@ -114,7 +114,8 @@ def main() -> None:
                     "auc_pooled": row["auc_pooled"], "ci95": [row["ci95_lo"], row["ci95_hi"]],
                     "auc_fold_mean": row["auc_fold_mean"], "auc_fold_sd": row["auc_fold_sd"],
                     "diff_vs_none": row["diff_vs_none"], "diff_ci95": [row["diff_ci95_lo"], row["diff_ci95_hi"]],
-                    "p_vs_none": row["p_bootstrap"], "p_vs_none_holm": row["p_bootstrap_holm"], "label_fidelity_auc": row.get("label_fidelity_auc"),
+                    "p_vs_none": row["p_bootstrap"], "p_vs_none_holm": row["p_bootstrap_holm"],
+                    "p_corrected_t_holm": row["p_corrected_t_holm"],  # Nadeau-Bengio over fold AUCs "label_fidelity_auc": row.get("label_fidelity_auc"),
                     "leaked_patients": row.get("leakage_overlap"),
                     "classifier_seconds": round(clf_s.get(s, 0.0), 1), "gan_seconds": round(gan_s.get(s, 0.0), 1)}
             summary[f"{row['target']}/{s}"] = row["auc_pooled"]
