@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=5)
-    ap.add_argument("--equal-steps", action="store_true")
+    ap.add_argument("--equal-steps", action="store_true", help="every arm gets none's optimiser-step budget")
+    ap.add_argument("--synthetic-negatives", action="store_true", help="generators also add negatives")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -104,7 +105,8 @@ def main() -> None:
     for group in groups:
         cfg = ExperimentConfig(targets=group, strategies=strategies, classifier=args.classifier, width=args.width,
                                folds=args.folds, epochs=args.epochs, patience=args.patience, seed=args.seed,
-                               equal_steps=args.equal_steps, device=args.device, image_size=args.size)
+                               equal_steps=args.equal_steps, synthetic_negatives=args.synthetic_negatives,
+                               device=args.device, image_size=args.size)
         out = run_experiment(cfg, ws, dataset=ds, on_progress=_progress)
         res = out["results"]
         clf_s, gan_s = seconds_per_strategy(res)
@@ -125,7 +127,8 @@ def main() -> None:
     print(json.dumps({"bench": "augmentation_comparison", "final": True, "data": args.data, "targets": targets,
                       "folds": args.folds, "classifier": f"{args.classifier} w{args.width:g}", "epochs": args.epochs,
                       "gan": f"{args.gan_preset}:{args.gan_steps or 'preset'}", "cpu": cpu_model(),
-                      "threads": args.threads, "total_seconds": round(time.perf_counter() - t_all, 1),
+                      "threads": args.threads, "equal_steps": args.equal_steps,
+                      "synthetic_negatives": args.synthetic_negatives, "total_seconds": round(time.perf_counter() - t_all, 1),
                       "target_seconds": 5400, "auc": summary}), flush=True)
     if tmp is not None:
         tmp.cleanup()
