@@ -12,11 +12,14 @@ def _columns(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def _floats(text: str) -> list[float]:
+def _doses(text: str) -> list[float]:
+    from medgan_ui.errors import UserError
+    from medgan_ui.evaluate.arms import parse_doses
+
     try:
-        return [float(c) for c in _columns(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give numbers joined by commas, e.g. 0.25,0.5,1,2") from None
+        return parse_doses(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -70,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic-negatives", action="store_true",
                    help="synthetic sources also add as many negatives (same general-label cells, without the "
                         "finding), so 'generated' is not a label")
-    p.add_argument("--doses", type=_floats, default=[],
+    p.add_argument("--doses", type=_doses, default=[],
                    help="dose sweep: each synthetic-like strategy at each multiple of its synthetic amount, "
                         "e.g. 0.25,0.5,1,2 (arms labelled SPEC@xD)")
     p.add_argument("--equal-steps", action="store_true",

@@ -85,6 +85,19 @@ def parse_arm(spec: str) -> Arm:
     return Arm(spec.strip(), "tstr" if tstr else name, src, name if src else "", ids, classic or name == "classic", dose)
 
 
+def parse_doses(text: str) -> list[float]:
+    """'0.25, 0.5,1' -> [0.25, 0.5, 1.0] (the dose sweep of the CLI's --doses and the Compare tab)."""
+    try:
+        return [float(d) for d in str(text or "").replace(" ", "").split(",") if d]
+    except ValueError:
+        raise UserError(f"doses {text!r}: give multiples joined by commas, e.g. 0.5,1,2") from None
+
+
+def control_arms(sources: list[str], classic: bool = False, tstr: bool = False) -> list[str]:
+    """The composite (classic+SRC) and train-on-synthetic (tstr:SRC) arms of synthetic sources."""
+    return [f"classic+{s}" for s in sources if classic] + [f"tstr:{s}" for s in sources if tstr]
+
+
 def expand_doses(strategies: list[str], doses: list[float]) -> list[str]:
     """Each synthetic-like strategy once per dose (label SPEC@xD); others, and specs with a dose, as given."""
     if not doses:

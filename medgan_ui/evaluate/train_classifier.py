@@ -52,8 +52,7 @@ class TrainResult:
 
 def _batches(n: int, batch_size: int, gen: torch.Generator, dev: torch.device) -> Iterator[torch.Tensor]:
     """Index batches, a new permutation per pass, drawn lazily (so augmentation draws interleave as before)."""
-    # drop a last batch of one: BatchNorm cannot train on a single image
-    stop_at = n - 1 if n % batch_size == 1 and n > 1 else n
+    stop_at = _used(n, batch_size)
     while True:
         perm = torch.randperm(n, generator=gen).to(dev)
         for s in range(0, stop_at, batch_size):
@@ -62,8 +61,12 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, dev: torch.device) -
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimiser steps of one epoch over n images (a last batch of one is dropped, as in training)."""
-    stop_at = n - 1 if n % batch_size == 1 and n > 1 else n
-    return max(1, math.ceil(stop_at / batch_size))
+    return max(1, math.ceil(_used(n, batch_size) / batch_size))
+
+
+def _used(n: int, batch_size: int) -> int:
+    """Images a pass uses: a last batch of one is dropped (BatchNorm cannot train on a single image)."""
+    return n - 1 if n % batch_size == 1 and n > 1 else n
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:

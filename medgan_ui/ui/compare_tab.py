@@ -69,19 +69,15 @@ def strategy_choices(ctx: Any) -> list[str]:
 
 def config_from_form(targets, base, synth, classifier, width, init, weights, splits, epochs, patience, batch,
                      lr, ratio, seed, controls=(), doses="") -> Any:
+    from medgan_ui.evaluate.arms import control_arms, parse_doses
     from medgan_ui.evaluate.experiment import ExperimentConfig
 
     if not targets:
         raise UserError("choose at least one target finding")
     on = {CONTROLS[c] for c in controls or [] if c in CONTROLS}
     sources = [s.strip() if s.strip().startswith(("gan:", "synthetic:")) else f"synthetic:{s.strip()}" for s in synth or []]
-    strategies = list(base or []) + sources
-    strategies += [f"classic+{s}" for s in sources if "composite" in on]
-    strategies += [f"tstr:{s}" for s in sources if "tstr" in on]
-    try:
-        dose_list = [float(d) for d in str(doses or "").replace(" ", "").split(",") if d]
-    except ValueError:
-        raise UserError(f"doses {doses!r}: give multiples joined by commas, e.g. 0.5,1,2") from None
+    strategies = list(base or []) + sources + control_arms(sources, "composite" in on, "tstr" in on)
+    dose_list = parse_doses(doses)
     if not strategies:
         raise UserError("tick at least one strategy (and keep 'none' to get p-values against it)")
     if init == "imagenet":
